@@ -1,0 +1,1 @@
+"""Training recipes for the shipped tiny models (codec, EEN, latent UNet/ControlNet)."""

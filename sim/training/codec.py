@@ -1,0 +1,110 @@
+"""Training recipe of the shipped ``tiny`` codec (``latentcast train codec``).
+
+Loss: L1 + MSE + 0.1·(1 − SSIM) between image and reconstruction. Quantization robustness:
+the decoder sees latents with uniform noise of the width of a b-bit uniform quantizer step
+(b drawn from 5–8 per sample, range = per-channel min–max of that latent, as the ``uniform``
+quantizer sends it), so 5–8-bit latents decode well. Adam, linear warm-up then cosine decay.
+Checkpoints (``checkpoint.pt``, tensors only, loaded with ``weights_only=True``) every
+``save_every`` steps; a rerun with the same ``--out`` resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from sim.codec.tiny_net import TinyAutoencoder
+from sim.training.losses import ssim_torch
+from sim.training.patches import PatchSampler
+
+__all__ = ["train_codec", "quantization_noise"]
+
+log = logging.getLogger(__name__)
+
+
+def quantization_noise(z: torch.Tensor, generator: torch.Generator, bits=(5, 8)) -> torch.Tensor:
+    """Add uniform noise of one b-bit quantizer step (per-sample b, per-channel range)."""
+    b = z.shape[0]
+    flat = z.detach().flatten(2)
+    span = (flat.amax(-1) - flat.amin(-1)).clamp_min(1e-6)  # (B, C)
+    nbits = torch.randint(bits[0], bits[1] + 1, (b, 1), generator=generator, device="cpu").to(z.device)
+    step = span / (2.0 ** nbits.float() - 1)
+    u = torch.rand(z.shape, generator=generator, device="cpu").to(z.device) - 0.5
+    return z + u * step[..., None, None]
+
+
+def _lr(step: int, steps: int, base: float, warmup: int = 200) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def save_weights(model: TinyAutoencoder, path: Path, extra: dict) -> None:
+    meta = {"config": json.dumps(model.config), **{k: json.dumps(v) for k, v in extra.items()}}
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
+
+
+@torch.no_grad()
+def latent_scale(model: TinyAutoencoder, sampler: PatchSampler, device: str, batches: int = 8) -> float:
+    """1 / std of the latents over training patches (SD's ``scaling_factor`` convention)."""
+    zs = [model.encode(sampler.batch(10**9 + i, 16).to(device)) for i in range(batches)]
+    return float(1.0 / torch.cat(zs).std())
+
+
+def train_codec(images: str | Path, out: str | Path, steps: int = 8000, device: str = "cpu",
+                batch: int = 16, crop: int = 128, lr: float = 2e-3, seed: int = 0,
+                widths=(24, 48, 96), save_every: int = 250) -> Path:
+    """Train (or resume) the tiny codec; returns the path of ``tiny_codec.safetensors``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)  # initial weights only; batches and noise use explicit generators
+    model = TinyAutoencoder(widths=tuple(widths)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    ckpt_path = out / "checkpoint.pt"
+    start, elapsed = 0, 0.0
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+        log.info("resuming from step %d", start)
+    sampler = PatchSampler(images, crop, seed)
+    gen = torch.Generator()
+    t0 = time.perf_counter() - elapsed
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="train codec", unit="step")
+    ema = None
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, steps, lr)
+        gen.manual_seed(seed * 1_000_003 + step)
+        x = sampler.batch(step, batch).to(device)
+        z = model.encode(x)
+        x_hat = model.decode(quantization_noise(z, gen))
+        loss = (x_hat - x).abs().mean() + (x_hat - x).pow(2).mean() + 0.1 * (1 - ssim_torch(x_hat, x))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        mse = (x_hat.detach().clamp(-1, 1) - x).pow(2).mean().item() / 4
+        psnr = -10 * math.log10(max(mse, 1e-10))
+        ema = psnr if ema is None else 0.98 * ema + 0.02 * psnr
+        bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{ema:.2f}")
+        if (step + 1) % save_every == 0 or step + 1 == steps:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1,
+                        "elapsed": time.perf_counter() - t0}, ckpt_path)
+    model.eval()
+    card = {"steps": steps, "batch": batch, "crop": crop, "lr": lr, "seed": seed,
+            "device": device, "wall_s": round(time.perf_counter() - t0, 1),
+            "train_images": [p.name for p in sampler.files], "train_psnr_ema": round(ema or 0.0, 2),
+            "scaling_factor": latent_scale(model, sampler, device)}
+    weights = out / "tiny_codec.safetensors"
+    save_weights(model, weights, {"training": card})
+    (out / "training.json").write_text(json.dumps(card, indent=2))
+    return weights
