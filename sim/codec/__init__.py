@@ -1,0 +1,41 @@
+"""Latent codecs: model (tiny | sd-vae | taesd) + quantizer (uniform | palette) + entropy coder
+(range | zlib). ``load_codec`` builds one from scenario-style arguments."""
+
+from __future__ import annotations
+
+import difflib
+
+from sim.codec.base import Codec, Prepared
+from sim.errors import ConfigError
+
+__all__ = ["Codec", "Prepared", "CODEC_MODELS", "load_model", "load_codec"]
+
+CODEC_MODELS = ("tiny", "sd-vae", "taesd")
+
+
+def load_model(name: str, weights: str | None = None, device: str = "cpu"):
+    """A ``LatentModel`` by name; ``weights`` is a file/dir (tiny) or a local dir / hub id."""
+    if name == "tiny":
+        from sim.codec.tiny import load_tiny
+
+        return load_tiny(weights, device)
+    if name in ("sd-vae", "taesd"):
+        if not weights:
+            raise ConfigError(f"codec.model = {name!r} needs codec.weights: a local directory or a hub id")
+        from sim.codec import diffusers_backends as db
+
+        return db.load_sd_vae(weights, device) if name == "sd-vae" else db.load_taesd(weights, device)
+    hint = difflib.get_close_matches(name, CODEC_MODELS, n=1)
+    raise ConfigError(f"codec.model = {name!r}: expected one of {', '.join(CODEC_MODELS)}"
+                      + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+
+
+def load_codec(model: str = "tiny", quantizer: dict | None = None, entropy: str = "range",
+               weights: str | None = None, device: str = "cpu") -> Codec:
+    """Build a :class:`Codec`; ``quantizer`` is ``{"kind": "uniform", "bits": 6}``-style."""
+    from sim.codec.entropy import make_entropy_coder
+    from sim.codec.quantizers import make_quantizer
+
+    q = dict(quantizer or {"kind": "uniform", "bits": 6})
+    kind = q.pop("kind", "uniform")
+    return Codec(load_model(model, weights, device), make_quantizer(kind, **q), make_entropy_coder(entropy), device)
