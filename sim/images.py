@@ -16,7 +16,7 @@ from sim.errors import InputError
 
 __all__ = [
     "IMAGE_SUFFIXES", "SAMPLE_NAMES", "list_images", "load_rgb", "load_sample",
-    "resize_center_crop", "to_tensor", "to_uint8", "check_size",
+    "resize_center_crop", "to_tensor", "to_uint8", "check_size", "load_image_set",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -91,3 +91,25 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     if x.dim() == 4:
         x = x[0]
     return x.detach().float().add(1.0).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+
+
+def load_image_set(source: str | Path, size: int | None, names: list[str] | None = None) -> list[tuple[str, np.ndarray]]:
+    """``[(name, (size, size, 3) uint8)]`` from ``"samples"`` or a folder of images.
+
+    ``size`` resizes (shorter side) and center-crops; ``None`` keeps each image as it is,
+    which then must have sides that are multiples of 8. ``names`` picks samples by name.
+    """
+    if size is not None and (size < 8 or size % 8):
+        raise InputError(f"size = {size}: expected a positive multiple of 8")
+    if str(source) == "samples":
+        items = [(n, load_sample(n)) for n in (names or SAMPLE_NAMES)]
+    else:
+        items = [(p.stem, load_rgb(p)) for p in list_images(source)]
+    out = []
+    for name, img in items:
+        if size is not None:
+            img = resize_center_crop(img, size)
+        else:
+            check_size(img.shape[0], img.shape[1], source=name)
+        out.append((name, img))
+    return out
