@@ -140,13 +140,21 @@ class GilbertElliott:
 class GilbertElliottState:
     """Live Gilbert–Elliott channel; see :class:`channels.base.ChannelState`.
 
-    ``bad`` is the state of the last packet sent (False before the first one).
+    ``bad`` is the state of the last packet sent (False before the first one). The state
+    also keeps how many of the next packets stay in it (drawn when it was entered), so
+    one sample path of sojourns runs through all calls, and a call that ends inside a
+    sojourn draws no sojourn at all (cheap when the engine sends packet by packet).
     """
+
+    _CAP = 2**53  # sojourns are capped at ~9·10¹⁵ packets, beyond any simulation
+    _BUFFER = 64
 
     def __init__(self, channel: GilbertElliott, rng: np.random.Generator):
         p, r, h, k = channel.parameters()
         self.channel = channel
         self.bad = False
+        self._left = None  # packets still to come in state `bad`; None = not drawn yet
+        self._buffers = ([], [])  # pre-drawn sojourns in Good, Bad (for small calls)
         self._rng = rng
         self._leave = (p, r)  # leave probability from Good (0) and from Bad (1)
         self._e = np.array([1.0 - k, 1.0 - h])  # loss probability in Good, Bad
@@ -155,40 +163,61 @@ class GilbertElliottState:
         mean_b = math.inf if r == 0 else 1.0 / r
         self._cycle = mean_g + mean_b  # mean packets per Good+Bad cycle
 
-    def _sojourns(self, state: int, size: int, cap: int) -> np.ndarray:
+    def _sojourns(self, state: int, size: int) -> np.ndarray:
+        """Sojourn lengths (packets, ≥ 1) in ``state``; a never-left state gets ``_CAP``."""
         q = self._leave[state]
         if q == 0.0:
-            return np.full(size, cap, dtype=np.int64)
-        return np.minimum(self._rng.geometric(q, size), cap)
+            return np.full(size, self._CAP, dtype=np.int64)
+        return np.minimum(self._rng.geometric(q, size), self._CAP)
+
+    def _next_sojourn(self, state: int) -> int:
+        """One sojourn length in ``state``, from a buffer refilled 64 at a time."""
+        buf = self._buffers[state]
+        if not buf:
+            buf.extend(self._sojourns(state, self._BUFFER).tolist())
+            buf.reverse()
+        return buf.pop()
 
     def states(self, n: int) -> np.ndarray:
         """(n,) bool, True = Bad: the chain's state for each of the next ``n`` packets."""
         n = int(n)
+        cur = int(self.bad)
         if n <= 0:
             return np.zeros(0, dtype=bool)
-        cur = int(self.bad)
-        cap = n + 1  # a sojourn longer than n packets covers the rest; capping changes nothing
-        pairs = int(min(n, math.ceil(1.2 * n / self._cycle))) + 8
-        chunks, total, first = [], 0, True
-        while total < n:
-            seg = np.empty(2 * pairs, dtype=np.int64)
-            seg[0::2] = self._sojourns(cur, pairs, cap)
-            seg[1::2] = self._sojourns(1 - cur, pairs, cap)
-            if first:
-                # The previous packet was in `cur`: a Geometric(q) number of transitions
-                # until leaving, the last of which lands in the other state.
-                seg[0] -= 1
-                first = False
-            chunks.append(seg)
-            total += int(seg.sum())
-        lengths = np.concatenate(chunks)
-        ends = np.cumsum(lengths)
-        last = int(np.searchsorted(ends, n))  # first segment reaching packet n-1
-        lengths = lengths[: last + 1]
-        labels = (np.arange(last + 1) + cur) % 2
-        bad = np.repeat(labels.astype(bool), lengths)[:n]
-        self.bad = bool(bad[-1])
-        return bad
+        if self._left is None:
+            # The last packet (or the start) was in `cur`: a Geometric(q) number of
+            # transitions until leaving, the last of which lands in the other state.
+            self._left = self._next_sojourn(cur) - 1
+        if self._left >= n:  # the whole call stays in the current sojourn
+            self._left -= n
+            return np.full(n, bool(cur))
+        if n <= self._BUFFER:  # few packets: a short Python loop beats numpy's call overhead
+            lengths, labels, total, state = [self._left], [cur], self._left, cur
+            while total < n:
+                state = 1 - state
+                lengths.append(self._next_sojourn(state))
+                labels.append(state)
+                total += lengths[-1]
+            lengths, labels = np.array(lengths), np.array(labels, dtype=bool)
+        else:
+            pairs = int(min(n, math.ceil(1.2 * n / self._cycle))) + 2
+            chunks, total = [np.array([self._left], dtype=np.int64)], self._left
+            while total < n:
+                seg = np.empty(2 * pairs, dtype=np.int64)
+                seg[0::2] = self._sojourns(1 - cur, pairs)
+                seg[1::2] = self._sojourns(cur, pairs)
+                chunks.append(seg)
+                total += int(seg.sum())
+            lengths = np.concatenate(chunks)  # segment i is in state (cur + i) % 2
+            last = int(np.searchsorted(np.cumsum(lengths), n))  # the segment of packet n-1
+            lengths = lengths[: last + 1]
+            labels = ((np.arange(last + 1) + cur) % 2).astype(bool)
+            total = int(lengths.sum())
+        left = total - n  # the rest of the last sojourn carries over to the next call
+        lengths[-1] -= left
+        self.bad = bool(labels[-1])
+        self._left = left
+        return np.repeat(labels, lengths)
 
     def losses(self, n: int, *, bits_per_packet=None) -> np.ndarray:
         """(n,) bool, True = lost; transition first, then the loss draw in the new state."""

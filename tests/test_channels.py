@@ -266,10 +266,12 @@ def test_ge_state_carries_across_calls():
     state = make_channel("gilbert_elliott", p=1, r=1).start(rng())
     assert state.losses(3).tolist() == [True, False, True]
     assert state.losses(3).tolist() == [False, True, False]  # continues the alternation
-    # Many short calls have the same statistics as one long one.
+    # Calls of mixed sizes (short ones take a Python path, long ones a vectorised one)
+    # have the same statistics as one long call.
     ch = make_channel("gilbert_elliott", loss=0.2, burst=5)
     state = ch.start(rng(21))
-    lost = np.concatenate([state.losses(7) for _ in range(N // 7)])
+    sizes = rng(22).choice([1, 2, 7, 64, 65, 300], size=N // 70)
+    lost = np.concatenate([state.losses(n) for n in sizes])
     assert abs(lost.mean() - 0.2) <= 5 * ge_loss_se(ch, lost.size)
     assert abs(loss_runs(lost).mean() - 5) <= 5 * math.sqrt(0.8 / 0.04 / loss_runs(lost).size)
 
