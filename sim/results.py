@@ -1,0 +1,242 @@
+"""The results file (``results.jsonl``: one JSON record per transmission) and its summary.
+
+Records are written with sorted keys, floats in Python's shortest round-trip form (``repr``)
+and non-finite numbers as ``null`` (an infinite PSNR: identical images). Everything measured
+on the wall clock sits in the record's ``wall`` mapping, so ``jq -c 'del(.wall)'`` of two
+runs of the same scenario and seed gives identical files. A record with an ``error`` key
+marks a transmission that failed (no metrics); a later record with the same ``key``
+supersedes it. See ``docs/scenario.md`` for every field.
+
+:func:`summarize` turns a results file into ``summary.csv`` rows: mean, standard deviation
+and a Student-t 95 % confidence interval of every numeric field per sweep point × policy.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from sim.errors import InputError
+
+__all__ = [
+    "RESULTS_FILE", "SUMMARY_FILE", "IDENTITY_KEYS", "SUMMARY_COLUMNS", "record_line",
+    "ResultsWriter", "read_records", "latest_records", "summarize", "write_summary", "numeric_fields",
+]
+
+RESULTS_FILE = "results.jsonl"
+SUMMARY_FILE = "summary.csv"
+# fields that identify a record rather than measure it (never summarised)
+IDENTITY_KEYS = ("key", "point", "repeat", "image", "image_id", "policy", "policy_kind",
+                 "sweep", "seed", "error", "wall")
+SUMMARY_COLUMNS = ("point", "policy", "metric", "n", "n_null", "mean", "std", "ci95",
+                   "ci95_low", "ci95_high")
+
+
+def _plain(value):
+    """JSON-ready copy: numpy scalars/arrays → Python, non-finite floats → None, tuples → lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def record_line(record: dict) -> str:
+    """One record as its results-file line (no newline): sorted keys, floats as ``repr``."""
+    return json.dumps(_plain(record), sort_keys=True, allow_nan=False, ensure_ascii=False)
+
+
+class ResultsWriter:
+    """Appends records to a results file, flushing each line as it is written."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self._fh.write(record_line(record) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_records(path: str | Path, *, repair: bool = False) -> list[dict]:
+    """All records of a results file, in file order.
+
+    A last line cut short (a run killed while writing it) is ignored; with ``repair=True``
+    it is also removed from the file, so that appending can go on. Any other line that is
+    not a JSON object is an :class:`InputError` naming the file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the results file ({err.__class__.__name__})") from None
+    records, pos, lines = [], 0, data.split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        last = number == len(lines)
+        if raw.strip():
+            try:
+                rec = json.loads(raw.decode("utf-8"))
+                if not isinstance(rec, dict):
+                    raise ValueError("not an object")
+            except (ValueError, UnicodeDecodeError):
+                if last:
+                    if repair:  # a torn last line: drop it
+                        with open(path, "r+b") as fh:
+                            fh.truncate(pos)
+                    break
+                raise InputError(f"{path}:{number}: not a results record (JSON object per line)") from None
+            if last and repair:  # complete record without its newline: finish the line
+                with open(path, "ab") as fh:
+                    fh.write(b"\n")
+            records.append(rec)
+        pos += len(raw) + 1
+    return records
+
+
+def latest_records(records: list[dict]) -> list[dict]:
+    """One record per ``key``: the last one written, in the order the keys first appear."""
+    first: dict = {}
+    last: dict = {}
+    for i, rec in enumerate(records):
+        k = json.dumps(rec.get("key"), sort_keys=True)
+        first.setdefault(k, i)
+        last[k] = rec
+    return [last[k] for k in sorted(first, key=first.get)]
+
+
+def numeric_fields(record: dict, *, wall: bool = True) -> dict:
+    """The record's summarisable numbers: top-level numeric/bool/null fields that are not
+    identity fields, then ``wall.<name>`` for the wall-clock ones (if ``wall``)."""
+    out = {}
+    for k, v in record.items():
+        if k in IDENTITY_KEYS:
+            continue
+        if v is None or isinstance(v, (bool, int, float)):
+            out[k] = v
+    if wall and isinstance(record.get("wall"), dict):
+        for k, v in record["wall"].items():
+            if v is None or isinstance(v, (bool, int, float)):
+                out[f"wall.{k}"] = v
+    return out
+
+
+def _stats(values: list) -> dict:
+    from scipy import stats
+
+    finite = [float(v) for v in values if v is not None]
+    n = len(finite)
+    row = {"n": n, "n_null": len(values) - n, "mean": None, "std": None, "ci95": None,
+           "ci95_low": None, "ci95_high": None}
+    if n == 0:
+        return row
+    mean = math.fsum(finite) / n
+    row["mean"] = mean
+    if n >= 2:
+        std = math.sqrt(math.fsum((x - mean) ** 2 for x in finite) / (n - 1))
+        half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+        row.update(std=std, ci95=half, ci95_low=mean - half, ci95_high=mean + half)
+    return row
+
+
+def summarize(source, *, wall: bool = True) -> list[dict]:
+    """Summary rows of a results file (or list of records).
+
+    One row per sweep point × policy × metric, in point order, then policies in the order
+    they first appear, then metrics (sorted; wall-clock ones, ``wall.*``, last). Columns:
+    ``point``, one column per swept field (its dotted name), ``policy``, ``metric``, ``n``
+    (records with a value), ``n_null`` (records where it is null, e.g. an infinite PSNR;
+    left out of the statistics), ``mean``, ``std`` (sample, ddof = 1), ``ci95`` (half-width
+    of the Student-t 95 % interval of the mean, ``t_{0.975, n−1} · std / √n``),
+    ``ci95_low``, ``ci95_high``. Statistics need n ≥ 1 (mean) or n ≥ 2 (std, CI); missing
+    ones are empty. Failed transmissions (``error`` records) are left out; the last record
+    per key counts.
+    """
+    records = read_records(source) if isinstance(source, (str, os.PathLike)) else list(source)
+    records = [r for r in latest_records(records) if "error" not in r]
+    sweep_keys: list[str] = []
+    groups: dict = {}
+    policy_order: dict = {}
+    for rec in records:
+        for k in rec.get("sweep") or {}:
+            if k not in sweep_keys:
+                sweep_keys.append(k)
+        policy_order.setdefault(rec.get("policy"), len(policy_order))
+        g = groups.setdefault((rec.get("point"), rec.get("policy")), {"sweep": rec.get("sweep") or {}, "recs": []})
+        g["recs"].append(rec)
+    rows = []
+    for (point, policy) in sorted(groups, key=lambda k: (k[0] if k[0] is not None else -1, policy_order[k[1]])):
+        g = groups[(point, policy)]
+        values: dict[str, list] = {}
+        for rec in g["recs"]:
+            for k, v in numeric_fields(rec, wall=wall).items():
+                values.setdefault(k, [])
+        for rec in g["recs"]:
+            nums = numeric_fields(rec, wall=wall)
+            for k in values:
+                values[k].append(nums.get(k))
+        for metric in sorted(values, key=lambda m: (m.startswith("wall."), m)):
+            row = {"point": point, **{k: g["sweep"].get(k) for k in sweep_keys},
+                   "policy": policy, "metric": metric, **_stats(values[metric])}
+            rows.append(row)
+    return rows
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ""
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, sort_keys=True)
+    return str(v)
+
+
+def write_summary(source, path: str | Path, *, wall: bool = True) -> list[dict]:
+    """:func:`summarize` ``source`` and write the rows as CSV to ``path``; returns the rows."""
+    rows = summarize(source, wall=wall)
+    columns: list[str] = []
+    for row in rows:
+        for k in row:
+            if k not in columns:
+                columns.append(k)
+    if not columns:
+        columns = list(SUMMARY_COLUMNS)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for row in rows:
+        w.writerow([_cell(row.get(c)) for c in columns])
+    tmp = Path(path).with_suffix(".csv.tmp")
+    tmp.write_text(buf.getvalue(), encoding="utf-8")
+    os.replace(tmp, path)
+    return rows

@@ -1,0 +1,385 @@
+"""Run a scenario: every sweep point × repeat × image × policy → one transmission → one record.
+
+For each (point, repeat, image) *group* the runner calls :func:`sim.engine.transmit` once
+per policy, decodes the policies' latents in one batch, scores each reconstruction against
+the original image and against the loss-free decode (the quantized latent decoded as
+sent), and appends one record per transmission to ``results.jsonl``, flushed at once.
+
+Randomness: transmission ``(point p, repeat r, image named n)`` gets
+``numpy.random.default_rng(SeedSequence([seed, p, r, crc32(n)]))``, a fresh generator per
+policy from that same seed: all policies of a group face the same channel realisation on
+the first pass (common random numbers), and adding an image, a policy or a sweep value
+does not change the other transmissions' streams. No global RNG is used.
+
+Resume: records already in ``results.jsonl`` (same scenario: ``scenario.resolved.yaml``
+must match) are skipped; a group with some records is recomputed whole (so the batched
+decode is the same as in an uninterrupted run) and only its missing records are written.
+Failure on one transmission (any exception other than Ctrl-C) is logged as one line
+naming the image, policy and error, written as an ``error`` record, and the run goes on;
+error records are retried by the next run of the same scenario.
+
+Caches: images per (source, name, size); the encoded latent per (image, model); the
+quantized/entropy-coded latent and the loss-free decode per (image, codec config).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sim.errors import ConfigError, InputError, LatentcastError
+from sim.metrics import quality
+from sim.results import RESULTS_FILE, SUMMARY_FILE, ResultsWriter, read_records, write_summary
+from sim.scenario import CodecConfig, ImagesConfig, Scenario
+
+__all__ = ["run_scenario", "RunReport", "load_images", "transmission_rng", "RESOLVED_FILE",
+           "PROVENANCE_FILE"]
+
+log = logging.getLogger(__name__)
+
+RESOLVED_FILE = "scenario.resolved.yaml"
+PROVENANCE_FILE = "provenance.json"
+
+
+@dataclass
+class RunReport:
+    """What a call of :func:`run_scenario` did. Times are wall-clock seconds."""
+
+    out: Path
+    total: int = 0            # transmissions in the scenario
+    skipped: int = 0          # already in results.jsonl when the run started
+    written: int = 0          # records written by this run (errors included)
+    errors: int = 0           # error records written by this run
+    wall_s: float = 0.0       # whole call
+    transmit_s: float = 0.0   # inside sim.engine.transmit
+    stages: dict = field(default_factory=dict)  # wall seconds per stage (load, encode, transmit, decode, metrics, write)
+
+
+def transmission_rng(seed: int, point: int, repeat: int, image: str) -> np.random.Generator:
+    """The generator of one transmission (the same for every policy of the group)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(point), int(repeat),
+                                                         zlib.crc32(image.encode("utf-8"))]))
+
+
+def load_images(images: ImagesConfig, source: str = "<scenario>") -> list[tuple[str, np.ndarray]]:
+    """``[(name, (size, size, 3) uint8)]``: every image read, resized and center-cropped.
+
+    Raises
+    ------
+    InputError
+        One line naming the scenario file, ``images.source`` and the bad image file.
+    """
+    from sim.images import load_rgb, load_sample, resize_center_crop
+
+    out = []
+    try:
+        for name, path in images.items():
+            img = load_sample(name) if path is None else load_rgb(path)
+            out.append((name, resize_center_crop(img, images.size)))
+    except LatentcastError as err:
+        raise InputError(f"{source}: images.source = {images.source!r}: {err}") from None
+    return out
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _git_commit() -> dict | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty)}
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("latentcast", "numpy", "scipy", "torch", "simpy", "pyyaml", "scikit-image",
+                 "pillow", "safetensors", "constriction", "diffusers"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    if out["latentcast"] is None:  # running from a checkout that is not pip-installed
+        from sim import __version__
+
+        out["latentcast"] = __version__
+    return out
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+def _codec_card(cfg: CodecConfig, codec) -> dict:
+    card = {"model": cfg.model, "weights": cfg.weights, "quantizer": cfg.quantizer_dict(),
+            "entropy": cfg.entropy, "device": cfg.device,
+            "training": getattr(codec.model, "training", None) or None}
+    weights = Path(cfg.weights) if cfg.weights else None
+    if cfg.model == "tiny":
+        from sim.codec.tiny import SHIPPED_WEIGHTS
+
+        weights = weights or SHIPPED_WEIGHTS
+        if weights.is_dir():
+            weights = weights / SHIPPED_WEIGHTS.name
+    if weights is not None and weights.is_file():
+        card["weights_file"] = str(weights)
+        card["weights_sha256"] = _sha256(weights)
+    return card
+
+
+def _provenance(scenario: Scenario, codec_cards: list[dict]) -> dict:
+    import torch
+
+    cuda = None
+    if torch.cuda.is_available():
+        cuda = torch.cuda.get_device_name(0)
+    return {
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "argv": sys.argv,
+        "git": _git_commit(),
+        "packages": _versions(),
+        "python": platform.python_version(),
+        "hardware": {"platform": platform.platform(), "machine": platform.machine(),
+                     "processor": platform.processor() or None, "cpu_count": os.cpu_count(),
+                     "torch_threads": torch.get_num_threads(), "cuda": cuda},
+        "codecs": codec_cards,
+    }
+
+
+# ------------------------------------------------------------------------------ running
+
+
+class _Cache:
+    """Codecs, encoded latents, prepared latents and loss-free decodes, shared by all points."""
+
+    def __init__(self):
+        self.codecs: dict = {}
+        self.cards: list[dict] = []
+        self.latents: dict = {}
+        self.prepared: dict = {}
+        self.reference: dict = {}
+
+    def codec(self, cfg: CodecConfig):
+        if cfg not in self.codecs:
+            from sim.codec import load_codec
+
+            self.codecs[cfg] = load_codec(**cfg.load_kwargs())
+            self.cards.append(_codec_card(cfg, self.codecs[cfg]))
+        return self.codecs[cfg]
+
+    def prepare(self, cfg: CodecConfig, key: tuple, image: np.ndarray):
+        """(Prepared, loss-free decode) of one image under one codec configuration."""
+        if (cfg, key) not in self.prepared:
+            codec = self.codec(cfg)
+            mkey = (cfg.model, cfg.weights, cfg.device, key)
+            if mkey not in self.latents:
+                self.latents[mkey] = codec.encode(image)
+            prep = codec.prepare(self.latents[mkey])
+            self.prepared[(cfg, key)] = prep
+            self.reference[(cfg, key)] = codec.decode(codec.dequantize(prep.symbols, prep.side))
+        return self.prepared[(cfg, key)], self.reference[(cfg, key)]
+
+
+def _check_out(out: Path, resolved: str) -> list[dict]:
+    """Existing records of ``out`` if they belong to this scenario; refuse otherwise."""
+    results = out / RESULTS_FILE
+    records = read_records(results, repair=True)
+    if records:
+        prev = out / RESOLVED_FILE
+        old = prev.read_text(encoding="utf-8") if prev.exists() else None
+        if old != resolved:
+            raise ConfigError(f"{out}: holds results of a different scenario ({RESOLVED_FILE} "
+                              f"{'differs' if old is not None else 'missing'}); choose another "
+                              f"--out or delete {results} to start again")
+    return records
+
+
+def _key(point: int, repeat: int, image: str, policy: str) -> list:
+    return [point, repeat, image, policy]
+
+
+def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress: bool = False) -> RunReport:
+    """Run every transmission of ``scenario`` not yet in ``out``'s results; write the outputs.
+
+    Writes ``out/scenario.resolved.yaml`` and appends to ``out/provenance.json`` at the
+    start, appends to ``out/results.jsonl`` as each transmission finishes, and writes
+    ``out/summary.csv`` at the end (also after Ctrl-C, for what is finished).
+
+    Parameters
+    ----------
+    scenario : Scenario
+        A validated scenario (:func:`sim.scenario.load_scenario`).
+    out : path, optional
+        Output folder; default ``scenario.out``.
+    progress : bool
+        Show a progress bar (records done / total) on stderr.
+
+    Returns
+    -------
+    RunReport
+    """
+    from tqdm import tqdm
+
+    from sim import engine
+
+    t_start = time.perf_counter()
+    out = Path(out if out is not None else scenario.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = RunReport(out=out)
+    stages = {k: 0.0 for k in ("load", "encode", "transmit", "decode", "metrics", "write")}
+    resolved = scenario.to_yaml()
+    existing = _check_out(out, resolved)
+    done = {json.dumps(r.get("key")) for r in existing if "error" not in r}
+
+    t0 = time.perf_counter()
+    images = load_images(scenario.images, scenario.source)
+    stages["load"] += time.perf_counter() - t0
+    points = scenario.points or ()
+    policies = scenario.policies
+    report.total = len(points) * scenario.repeats * len(images) * len(policies)
+    planned = {json.dumps(_key(p.index, r, n, pol.name)) for p in points for r in range(scenario.repeats)
+               for n, _ in images for pol in policies}
+    report.skipped = len(done & planned)
+
+    (out / RESOLVED_FILE).write_text(resolved, encoding="utf-8")
+    cache = _Cache()
+    for p in points:  # load every codec up front: model errors surface before any work
+        cache.codec(p.scenario.codec)
+    prov_path = out / PROVENANCE_FILE
+    runs = []
+    if prov_path.exists():
+        try:
+            runs = json.loads(prov_path.read_text(encoding="utf-8")).get("runs", [])
+        except (ValueError, AttributeError):
+            runs = []
+    runs.append(_provenance(scenario, cache.cards))
+    prov_path.write_text(json.dumps({"runs": runs}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    bar = tqdm(total=report.total, initial=report.skipped, disable=not progress, file=sys.stderr,
+               unit="tx", desc=scenario.name, dynamic_ncols=True)
+    writer = ResultsWriter(out / RESULTS_FILE)
+    try:
+        for point in points:
+            sc = point.scenario
+            channel = sc.channel
+            for repeat in range(scenario.repeats):
+                for image_id, (name, image) in enumerate(images):
+                    keys = [json.dumps(_key(point.index, repeat, name, pol.name)) for pol in policies]
+                    if all(k in done for k in keys):
+                        continue
+                    base = {"point": point.index, "repeat": repeat, "image": name, "image_id": image_id,
+                            "sweep": point.values_dict(), "seed": scenario.seed}
+                    t0 = time.perf_counter()
+                    try:
+                        prep, reference = cache.prepare(sc.codec, (scenario.images.source, name,
+                                                                   scenario.images.size), image)
+                    except Exception as err:  # noqa: BLE001 - one image's failure must not end the run
+                        prep, reference, fail = None, None, err
+                    stages["encode"] += time.perf_counter() - t0
+                    codec = cache.codec(sc.codec)
+                    results = []  # (policy, transmission | None, wall transmit_s, error | None)
+                    for pol in policies:
+                        if prep is None:
+                            results.append((pol, None, 0.0, fail))
+                            continue
+                        rng = transmission_rng(scenario.seed, point.index, repeat, name)
+                        t0 = time.perf_counter()
+                        try:
+                            t = engine.transmit(codec, prep, image_id=image_id, packetizer=sc.packetizer,
+                                                link=sc.link, channel=channel, policy=pol.policy,
+                                                receiver=sc.receiver, rng=rng)
+                            err = None
+                        except Exception as e:  # noqa: BLE001
+                            t, err = None, e
+                        dt = time.perf_counter() - t0
+                        stages["transmit"] += dt
+                        results.append((pol, t, dt, err))
+                    ok = [i for i, (_, t, _, _) in enumerate(results) if t is not None]
+                    decoded: dict[int, np.ndarray] = {}
+                    decode_s = 0.0
+                    if ok:
+                        t0 = time.perf_counter()
+                        try:
+                            batch = codec.decode(np.stack([results[i][1].latent for i in ok]))
+                            decoded = dict(zip(ok, batch))
+                        except Exception as e:  # noqa: BLE001
+                            for i in ok:
+                                results[i] = (results[i][0], None, results[i][2], e)
+                        decode_s = (time.perf_counter() - t0) / len(ok)
+                        stages["decode"] += time.perf_counter() - t0
+                    for i, (pol, t, dt, err) in enumerate(results):
+                        if keys[i] in done:
+                            continue
+                        rec = {"key": _key(point.index, repeat, name, pol.name), **base,
+                               "policy": pol.name, "policy_kind": pol.kind}
+                        if err is None:
+                            t0 = time.perf_counter()
+                            try:
+                                q = {**quality(image, decoded[i]), **quality(reference, decoded[i], "_lossfree")}
+                            except Exception as e:  # noqa: BLE001
+                                err = e
+                            metrics_s = time.perf_counter() - t0
+                            stages["metrics"] += metrics_s
+                        if err is not None:
+                            log.error("image %s, policy %s (point %d, repeat %d): %s: %s", name, pol.name,
+                                      point.index, repeat, err.__class__.__name__, err)
+                            rec["error"] = f"{err.__class__.__name__}: {err}"
+                            report.errors += 1
+                        else:
+                            overlap = set(t.stats) & (set(rec) | set(q) | {"wall", "error"})
+                            if overlap:
+                                raise RuntimeError(f"engine stats clash with record fields: {sorted(overlap)}")
+                            wall = {k: v for k, v in (t.wall or {}).items()}
+                            wall.update(transmit_s=dt, decode_s=decode_s, metrics_s=metrics_s,
+                                        compute_s=float(wall.get("repair_s", 0.0)) + decode_s)
+                            rec.update(t.stats)
+                            rec.update(q)
+                            rec["wall"] = wall
+                        t0 = time.perf_counter()
+                        writer.write(rec)
+                        stages["write"] += time.perf_counter() - t0
+                        report.written += 1
+                        if err is None:
+                            done.add(keys[i])
+                        bar.update(1)
+    finally:
+        writer.close()
+        bar.close()
+        t0 = time.perf_counter()
+        write_summary(out / RESULTS_FILE, out / SUMMARY_FILE)
+        stages["write"] += time.perf_counter() - t0
+        report.transmit_s = stages["transmit"]
+        report.stages = stages
+        report.wall_s = time.perf_counter() - t_start
+    if report.errors:
+        log.error("%d of %d transmissions failed (error records in %s); run again to retry them",
+                  report.errors, report.written, out / RESULTS_FILE)
+    return report

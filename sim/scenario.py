@@ -1,0 +1,817 @@
+"""Scenario model: a YAML file → one frozen, validated :class:`Scenario`.
+
+Every section's keys are the keyword arguments of the object it builds (``link:`` →
+:class:`channels.link.Link`, ``channel:`` → ``channels.make_channel(kind, ...)``,
+``packetizer:`` → :class:`sim.packets.PacketizerConfig`, ``receiver:`` →
+:class:`sim.engine.ReceiverConfig`, each ``policies:`` item → ``sim.policies.make_policy``,
+``codec.quantizer`` → ``sim.codec.quantizers.make_quantizer``), and those objects validate
+their own values; this module adds the sections it owns (``images``, ``codec``, ``sweep``,
+``repeats``, ...), checks for unknown keys (with a did-you-mean), resolves relative paths
+against the YAML file's folder and collects **every** problem before failing with a
+:class:`ScenarioError` (one line per problem: ``file: field.path = value: what is allowed``).
+
+``sweep:`` maps dotted field paths to lists of values; the sweep points are the cartesian
+product of the lists in the order the keys are written, the **last key varying fastest**
+(like nested loops, or ``itertools.product``). Each point is validated as a complete
+scenario. See ``docs/scenario.md`` for every field.
+
+>>> sc = load_scenario("scenarios/quickstart.yaml", overrides=["repeats=1"])   # doctest: +SKIP
+>>> [p.values for p in sc.points]                                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import inspect
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sim.errors import ConfigError, LatentcastError
+
+__all__ = [
+    "Scenario", "ImagesConfig", "CodecConfig", "PolicyConfig", "Point", "ScenarioError",
+    "load_scenario", "parse_scenario", "read_yaml", "apply_overrides", "parse_yaml_value",
+    "set_dotted", "SECTIONS", "SWEEPABLE",
+]
+
+SECTIONS = ("name", "seed", "images", "codec", "packetizer", "link", "channel", "receiver",
+            "policies", "sweep", "repeats", "out")
+SWEEPABLE = ("images", "codec", "packetizer", "link", "channel", "receiver")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_CODEC_KEYS = ("model", "weights", "quantizer", "entropy", "device")
+_IMAGES_KEYS = ("source", "names", "size")
+
+
+class ScenarioError(ConfigError):
+    """Every problem found in a scenario, one line each (``errors``); ``str`` joins them."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+# ------------------------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that reads ``1e-3`` as a float (YAML 1.2) and refuses duplicate keys."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def _yaml_error(where: str, err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if mark is not None:
+        return f"{where}:{mark.line + 1}:{mark.column + 1}: malformed YAML: {problem}"
+    return f"{where}: malformed YAML: {problem}"
+
+
+def read_yaml(path: str | Path) -> dict:
+    """The top-level mapping of a scenario file; ScenarioError (file, line, column) if malformed."""
+    where = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError([f"{where}: scenario file not found"]) from None
+    except IsADirectoryError:
+        raise ScenarioError([f"{where}: is a directory, expected a scenario YAML file"]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ScenarioError([f"{where}: cannot read the scenario file ({err.__class__.__name__})"]) from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader: plain data only
+    except yaml.YAMLError as err:
+        raise ScenarioError([_yaml_error(where, err)]) from None
+    if data is None:
+        raise ScenarioError([f"{where}: the scenario file is empty"])
+    if not isinstance(data, dict):
+        raise ScenarioError([f"{where}: expected a mapping of sections ({', '.join(SECTIONS)}) "
+                             f"at the top level, got {type(data).__name__}"])
+    return data
+
+
+def parse_yaml_value(text: str):
+    """A ``--set`` value: parsed as YAML (``0.1`` → float, ``[a, b]`` → list, ``null`` → None)."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        raise ConfigError(_yaml_error(f"value {text!r}", err)) from None
+
+
+# ------------------------------------------------------------------------- dotted paths
+
+
+def _split(key: str) -> list[str]:
+    return [p for p in str(key).split(".")]
+
+
+def set_dotted(raw: dict, key: str, value) -> None:
+    """Set ``raw[a][b][c] = value`` for ``key = "a.b.c"``, creating missing mappings.
+
+    A purely numeric part indexes a list (``policies.1.max_rounds``).
+    """
+    parts = _split(key)
+    if not all(parts):
+        raise ConfigError(f"{key!r}: expected a dotted field path such as channel.loss")
+    node = raw
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[:i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{key}: {'.'.join(parts[:i]) or 'top level'} is a list of "
+                                  f"{len(node)}; expected an index 0..{len(node) - 1} at {part!r}")
+            idx = int(part)
+            if last:
+                node[idx] = value
+            else:
+                if isinstance(node[idx], str):  # "resend" → {"kind": "resend"}
+                    node[idx] = {"kind": node[idx]}
+                node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise ConfigError(f"{key}: {'.'.join(parts[:i])} = {node!r} is not a mapping, "
+                              f"cannot set {where}")
+
+
+def apply_overrides(raw: dict, overrides=(), seed: int | None = None) -> dict:
+    """A copy of ``raw`` with ``--set KEY=VALUE`` overrides and ``--seed`` applied.
+
+    ``KEY`` is a dotted path (``channel.loss``); ``VALUE`` is parsed as YAML. Setting a key
+    that the scenario sweeps fixes it: it is removed from ``sweep``. ``sweep.<dotted key>``
+    sets (or adds) a sweep list, e.g. ``--set 'sweep.channel.loss=[0.1, 0.2]'``.
+    """
+    raw = copy.deepcopy(raw)
+    errors = []
+    for item in overrides or ():
+        key, sep, text = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key:
+            errors.append(f"--set {item!r}: expected KEY=VALUE, e.g. --set channel.loss=0.1")
+            continue
+        try:
+            value = parse_yaml_value(text.strip())
+            if key.startswith("sweep."):
+                sweep = raw.get("sweep")
+                if sweep is None:
+                    sweep = raw["sweep"] = {}
+                if not isinstance(sweep, dict):
+                    raise ConfigError(f"sweep = {sweep!r}: expected a mapping")
+                sweep[key[len("sweep."):]] = value
+                continue
+            if isinstance(raw.get("sweep"), dict):
+                raw["sweep"].pop(key, None)
+            set_dotted(raw, key, value)
+        except ConfigError as err:
+            errors.append(f"--set {key}: {err}")
+    if seed is not None:
+        raw["seed"] = seed
+    if errors:
+        raise ScenarioError(errors)
+    return raw
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    """Which images to send. ``source`` is ``"samples"`` or a folder (absolute once resolved)."""
+
+    source: str = "samples"
+    names: tuple[str, ...] | None = None
+    size: int = 256
+
+    def items(self) -> list[tuple[str, Path | None]]:
+        """``[(name, file or None for a sample)]`` in sending order (samples: ``names``; folder: sorted)."""
+        if self.source == "samples":
+            return [(n, None) for n in self.names]
+        from sim.images import list_images
+
+        return [(p.name, p) for p in list_images(self.source)]
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Arguments of :func:`sim.codec.load_codec`; ``quantizer`` is a mapping with ``kind``."""
+
+    model: str = "tiny"
+    weights: str | None = None
+    quantizer: tuple[tuple[str, Any], ...] = (("kind", "uniform"), ("bits", 6))
+    entropy: str = "range"
+    device: str = "cpu"
+
+    def quantizer_dict(self) -> dict:
+        return {k: _thaw(v) for k, v in self.quantizer}
+
+    def load_kwargs(self) -> dict:
+        """Keyword arguments for :func:`sim.codec.load_codec`."""
+        return {"model": self.model, "quantizer": self.quantizer_dict(), "entropy": self.entropy,
+                "weights": self.weights, "device": self.device}
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """One entry of ``policies``: a display ``name`` (unique), the registry ``kind`` and the policy."""
+
+    name: str
+    kind: str
+    policy: Any = field(compare=True)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, **_fields(self.policy, skip=("kind", "name"))}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One sweep point: its index, the swept values and the complete scenario there."""
+
+    index: int
+    values: tuple[tuple[str, Any], ...]
+    scenario: "Scenario"
+
+    def values_dict(self) -> dict:
+        return {k: _thaw(v) for k, v in self.values}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated scenario. Sections hold the objects their YAML keys build.
+
+    When the scenario has a ``sweep``, the sections hold the values of sweep point 0 and
+    :attr:`points` holds every point's complete scenario (with an empty sweep).
+    """
+
+    name: str
+    seed: int
+    images: ImagesConfig
+    codec: CodecConfig
+    packetizer: Any
+    link: Any
+    channel: Any
+    receiver: Any
+    policies: tuple[PolicyConfig, ...]
+    sweep: tuple[tuple[str, tuple], ...] = ()
+    repeats: int = 1
+    out: str = ""
+    source: str = field(default="<scenario>", compare=False, repr=False)
+    points: tuple[Point, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def sweep_keys(self) -> list[str]:
+        return [k for k, _ in self.sweep]
+
+    def to_dict(self) -> dict:
+        """Plain data that :func:`parse_scenario` turns back into an equal scenario."""
+        from channels import as_config
+
+        d = {
+            "name": self.name,
+            "seed": self.seed,
+            "images": {"source": self.images.source,
+                       **({"names": list(self.images.names)} if self.images.names is not None else {}),
+                       "size": self.images.size},
+            "codec": {"model": self.codec.model, "weights": self.codec.weights,
+                      "quantizer": self.codec.quantizer_dict(), "entropy": self.codec.entropy,
+                      "device": self.codec.device},
+            "packetizer": _fields(self.packetizer),
+            "link": as_config(self.link),
+            "channel": as_config(self.channel),
+            "receiver": _fields(self.receiver),
+            "policies": [p.to_dict() for p in self.policies],
+            "sweep": {k: [_thaw(v) for v in vals] for k, vals in self.sweep},
+            "repeats": self.repeats,
+            "out": self.out,
+        }
+        for key in self.sweep_keys:  # the sweep supplies these
+            _pop_dotted(d, key)
+        return d
+
+    def to_yaml(self) -> str:
+        """:meth:`to_dict` as YAML (block style, sections in their documented order)."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None,
+                              allow_unicode=True, width=100)
+
+
+def _thaw(v):
+    if isinstance(v, tuple):
+        return [_thaw(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _thaw(x) for k, x in v.items()}
+    return v
+
+
+def _freeze(v):
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+def _fields(obj, skip=()) -> dict:
+    """A dataclass instance's init fields as a YAML mapping (paths as str)."""
+    if not dataclasses.is_dataclass(obj):
+        return {}
+    out = {}
+    for f in dataclasses.fields(obj):
+        if f.init and f.name not in skip and not f.name.startswith("_"):
+            value = getattr(obj, f.name)
+            out[f.name] = _thaw(value) if not isinstance(value, Path) else str(value)
+    return out
+
+
+def _pop_dotted(d: dict, key: str) -> None:
+    parts = _split(key)
+    node = d
+    for part in parts[:-1]:
+        if not isinstance(node, dict) or part not in node:
+            return
+        node = node[part]
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
+
+
+# ---------------------------------------------------------------------------- checking
+
+
+def _show(value) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _hint(key, allowed) -> str:
+    close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _Checker:
+    """Collects problems as ``file: path = value: allowed`` lines."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.errors: list[str] = []
+
+    def bad(self, path: str, value, allowed: str) -> None:
+        self.errors.append(f"{self.source}: {path} = {_show(value)}: {allowed}")
+
+    def line(self, text: str) -> None:
+        self.errors.append(f"{self.source}: {text}")
+
+    def keys(self, path: str, given: dict, allowed, required=()) -> bool:
+        """Unknown keys (with did-you-mean) and missing required keys; True if all fine."""
+        ok = True
+        for key in given:
+            if key not in allowed:
+                ok = False
+                self.line(f"{path + '.' if path else ''}{key}: unknown key{_hint(key, allowed)}; "
+                          f"expected one of: {', '.join(allowed)}")
+        for key in required:
+            if key not in given:
+                ok = False
+                self.line(f"{path + '.' if path else ''}{key}: missing (required)")
+        return ok
+
+    def mapping(self, path: str, value) -> dict | None:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.bad(path, value, "expected a mapping of keys to values")
+            return None
+        return value
+
+    def foreign(self, path: str, err: Exception, params=()) -> None:
+        """Report an error raised by another module's constructor under ``path``."""
+        msg = (str(err).strip().splitlines() or [err.__class__.__name__])[0]
+        m = re.match(r"^([A-Za-z_][\w.\[\]]*)(\s*(?:=|:|\s).*)$", msg)
+        if msg.startswith(path + ".") or msg.startswith(path + " ") or msg.startswith(path + ":"):
+            self.line(msg)
+        elif m and "." in m.group(1) and m.group(1).rsplit(".", 1)[1] in params:
+            self.line(f"{path}.{m.group(1).rsplit('.', 1)[1]}{m.group(2)}")
+        elif m and m.group(1) in params:
+            self.line(f"{path}.{msg}")
+        elif isinstance(err, LatentcastError) or isinstance(err, ValueError):
+            self.line(f"{path}: {msg}")
+        else:
+            self.line(f"{path}: {err.__class__.__name__}: {msg}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _init_fields(cls) -> tuple[list[str], list[str]]:
+    """(all keyword names, required names) of a dataclass or callable."""
+    if dataclasses.is_dataclass(cls):
+        fs = [f for f in dataclasses.fields(cls) if f.init]
+        return ([f.name for f in fs],
+                [f.name for f in fs if f.default is dataclasses.MISSING
+                 and f.default_factory is dataclasses.MISSING])
+    params = [p for p in inspect.signature(cls).parameters.values()
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return [p.name for p in params], [p.name for p in params if p.default is p.empty]
+
+
+def _defaults(cls) -> dict:
+    """Declared keyword defaults of a class or callable (what an omitted key means)."""
+    out = {}
+    for p in inspect.signature(cls).parameters.values():
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty:
+            out[p.name] = p.default
+    return out
+
+
+def _build(chk: _Checker, path: str, cls, params: dict, factory=None):
+    """``(factory or cls)(**params)`` with unknown/missing keys and raised errors reported."""
+    names, required = _init_fields(cls)
+    ok = chk.keys(path, params, names, required)
+    if any(r not in params for r in required):
+        return None
+    try:  # unknown keys left out, so that bad values of the known ones are reported too
+        obj = (factory or cls)(**{k: v for k, v in params.items() if k in names})
+    except (LatentcastError, ValueError, TypeError) as err:
+        chk.foreign(path, err, params)
+        return None
+    return obj if ok else None
+
+
+def _resolve_path(base: Path, value) -> str:
+    p = Path(str(value)).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+# ------------------------------------------------------------------------------ parsing
+
+
+def _parse_images(chk: _Checker, raw, base: Path) -> ImagesConfig | None:
+    from sim.images import SAMPLE_NAMES, list_images
+
+    d = chk.mapping("images", raw)
+    if d is None or not chk.keys("images", d, _IMAGES_KEYS):
+        return None
+    ok = True
+    source = d.get("source", "samples")
+    names = d.get("names")
+    size = d.get("size", 256)
+    if not isinstance(source, str) or not source:
+        chk.bad("images.source", source, "expected 'samples' or a folder of images (relative to the scenario file)")
+        ok = False
+    elif source != "samples":
+        folder = _resolve_path(base, source)
+        try:
+            list_images(folder)
+        except LatentcastError as err:
+            chk.line(f"images.source = {source!r}: {err}")
+            ok = False
+        source = folder
+        if names is not None:
+            chk.bad("images.names", names, "only with images.source: samples (a folder sends all its images)")
+            ok = False
+    if source == "samples":
+        if names is None:
+            names = list(SAMPLE_NAMES)
+        if not isinstance(names, list) or not names:
+            chk.bad("images.names", names, f"expected a non-empty list of sample names from: {', '.join(SAMPLE_NAMES)}")
+            ok = False
+        else:
+            for i, n in enumerate(names):
+                if n not in SAMPLE_NAMES:
+                    chk.bad(f"images.names[{i}]", n, f"expected one of {', '.join(SAMPLE_NAMES)}{_hint(n, SAMPLE_NAMES)}")
+                    ok = False
+            dup = sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})
+            if dup:
+                chk.bad("images.names", names, f"each image once; repeated: {', '.join(dup)}")
+                ok = False
+    if not _is_int(size) or size < 16 or size > 8192 or size % 8:
+        chk.bad("images.size", size, "expected an integer multiple of 8 in [16, 8192] (pixels)")
+        ok = False
+    if not ok:
+        return None
+    return ImagesConfig(source, tuple(names) if source == "samples" else None, size)
+
+
+def _parse_codec(chk: _Checker, raw, base: Path) -> CodecConfig | None:
+    from sim.codec import CODEC_MODELS
+    from sim.codec.entropy import make_entropy_coder
+    from sim.codec.quantizers import QUANTIZERS, make_quantizer
+
+    d = chk.mapping("codec", raw)
+    if d is None or not chk.keys("codec", d, _CODEC_KEYS):
+        return None
+    ok = True
+    model = d.get("model", "tiny")
+    weights = d.get("weights")
+    entropy = d.get("entropy", "range")
+    device = d.get("device", "cpu")
+    if model not in CODEC_MODELS:
+        chk.bad("codec.model", model, f"expected one of {', '.join(CODEC_MODELS)}{_hint(model, CODEC_MODELS)}")
+        ok = False
+    if weights is not None:
+        if not isinstance(weights, str) or not weights:
+            chk.bad("codec.weights", weights, "expected a weights file/folder (relative to the scenario file) or a hub id")
+            ok = False
+        else:
+            local = Path(_resolve_path(base, weights))
+            if local.exists():
+                weights = str(local)
+            elif model == "tiny":
+                chk.bad("codec.weights", weights, f"file not found (looked for {local})")
+                ok = False
+            # sd-vae / taesd: a hub id, loaded only when the run starts
+    if not isinstance(device, str) or not re.match(r"^(cpu|cuda(:\d+)?|mps)$", device):
+        chk.bad("codec.device", device, "expected cpu, cuda, cuda:N or mps")
+        ok = False
+    q = chk.mapping("codec.quantizer", d.get("quantizer", {"kind": "uniform", "bits": 6}))
+    if q is None:
+        ok = False
+    else:
+        q = dict(q)
+        kind = q.pop("kind", "uniform")
+        if kind not in QUANTIZERS:
+            chk.bad("codec.quantizer.kind", kind, f"expected one of {', '.join(QUANTIZERS)}{_hint(kind, QUANTIZERS)}")
+            ok = False
+        else:
+            built = _build(chk, "codec.quantizer", QUANTIZERS[kind], q,
+                           factory=lambda **kw: make_quantizer(kind, **kw))
+            if built is None:
+                ok = False
+            else:  # resolved: the kind's declared defaults, then what the file gives
+                q = {"kind": kind, **_defaults(QUANTIZERS[kind]), **q}
+    try:
+        make_entropy_coder(entropy)
+    except (LatentcastError, ValueError, TypeError) as err:
+        chk.foreign("codec.entropy", err, ())
+        ok = False
+    if not ok:
+        return None
+    return CodecConfig(model, weights, tuple((k, _freeze(v)) for k, v in q.items()), entropy, device)
+
+
+def _parse_channel(chk: _Checker, raw, base: Path):
+    from channels import CHANNELS, make_channel
+
+    d = chk.mapping("channel", raw)
+    if d is None:
+        return None
+    if "kind" not in d:
+        chk.line(f"channel.kind: missing (required); expected one of {', '.join(CHANNELS)}")
+        return None
+    params = {k: v for k, v in d.items() if k != "kind"}
+    kind = d["kind"]
+    if kind not in CHANNELS:
+        chk.bad("channel.kind", kind, f"expected one of {', '.join(CHANNELS)}{_hint(kind, CHANNELS)}")
+        return None
+    if isinstance(params.get("path"), str) and params["path"]:
+        params["path"] = _resolve_path(base, params["path"])
+    return _build(chk, "channel", CHANNELS[kind], params, factory=lambda **kw: make_channel(kind, **kw))
+
+
+def _parse_policies(chk: _Checker, raw) -> tuple[PolicyConfig, ...] | None:
+    from sim.policies import POLICIES, make_policy
+
+    if raw is None:
+        chk.line(f"policies: missing (required); expected a list of policies, e.g. "
+                 f"[resend, complement, none] (kinds: {', '.join(POLICIES)})")
+        return None
+    if isinstance(raw, (str, dict)):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        chk.bad("policies", raw, f"expected a non-empty list of policies (kinds: {', '.join(POLICIES)})")
+        return None
+    out, ok = [], True
+    for i, item in enumerate(raw):
+        path = f"policies[{i}]"
+        if isinstance(item, str):
+            item = {"kind": item}
+        if not isinstance(item, dict):
+            chk.bad(path, item, "expected a policy kind (resend) or a mapping with kind and options")
+            ok = False
+            continue
+        params = {k: v for k, v in item.items() if k not in ("kind", "name")}
+        kind = item.get("kind")
+        if kind is None:
+            chk.line(f"{path}.kind: missing (required); expected one of {', '.join(POLICIES)}")
+            ok = False
+            continue
+        if kind not in POLICIES:
+            chk.bad(f"{path}.kind", kind, f"expected one of {', '.join(POLICIES)}{_hint(kind, POLICIES)}")
+            ok = False
+            continue
+        name = item.get("name", kind)
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            chk.bad(f"{path}.name", name, "expected a name of letters, digits, '.', '_' or '-'")
+            ok = False
+            continue
+        policy = _build(chk, path, POLICIES[kind], params, factory=lambda _k=kind, **kw: make_policy(_k, **kw))
+        if policy is None:
+            ok = False
+            continue
+        if any(p.name == name for p in out):
+            chk.bad(f"{path}.name", name, "policy names must be unique; give this variant its own "
+                                          "name, e.g. {name: resend-2, kind: resend, max_rounds: 2}")
+            ok = False
+            continue
+        out.append(PolicyConfig(name, kind, policy))
+    return tuple(out) if ok else None
+
+
+def _parse_point(chk: _Checker, raw: dict, base: Path, default_name: str) -> dict | None:
+    """Every section of one concrete scenario (no sweep) as constructor results, or None."""
+    from channels.link import Link, make_link
+    from sim.engine import ReceiverConfig
+    from sim.packets import PacketizerConfig
+
+    chk.keys("", raw, SECTIONS)
+    sec: dict[str, Any] = {}
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        chk.bad("name", name, "expected a name of letters, digits, '.', '_' or '-' (it names the output folder)")
+    sec["name"] = name
+    seed = raw.get("seed", 0)
+    if not _is_int(seed) or seed < 0:
+        chk.bad("seed", seed, "expected an integer ≥ 0")
+    sec["seed"] = seed
+    repeats = raw.get("repeats", 1)
+    if not _is_int(repeats) or repeats < 1:
+        chk.bad("repeats", repeats, "expected an integer ≥ 1")
+    sec["repeats"] = repeats
+    out = raw.get("out")
+    if out is None:
+        out = f"out/{name}"
+    elif not isinstance(out, str) or not out:
+        chk.bad("out", out, "expected an output folder path (relative to the current directory)")
+    sec["out"] = out
+    sec["images"] = _parse_images(chk, raw.get("images"), base)
+    sec["codec"] = _parse_codec(chk, raw.get("codec"), base)
+    pk = chk.mapping("packetizer", raw.get("packetizer"))
+    sec["packetizer"] = None if pk is None else _build(chk, "packetizer", PacketizerConfig, pk)
+    lk = chk.mapping("link", raw.get("link"))
+    if lk is not None and "link" not in raw:
+        chk.line("link: missing (required); expected at least {rate_bps: ..., delay_s: ...}")
+        lk = None
+    sec["link"] = None if lk is None else _build(chk, "link", Link, lk, factory=make_link)
+    if "channel" not in raw:
+        chk.line("channel: missing (required); expected e.g. {kind: bernoulli, loss: 0.05}")
+        sec["channel"] = None
+    else:
+        sec["channel"] = _parse_channel(chk, raw["channel"], base)
+    rc = chk.mapping("receiver", raw.get("receiver"))
+    sec["receiver"] = None if rc is None else _build(chk, "receiver", ReceiverConfig, rc)
+    sec["policies"] = _parse_policies(chk, raw.get("policies"))
+    return sec
+
+
+def _parse_sweep(chk: _Checker, raw) -> list[tuple[str, list]]:
+    """The well-formed sweep entries; problems with the others are reported."""
+    d = chk.mapping("sweep", raw)
+    if d is None:
+        return []
+    out = []
+    for key, values in d.items():
+        path = f"sweep.{key}"
+        head = str(key).split(".")[0]
+        if not isinstance(key, str) or head not in SWEEPABLE or not all(str(key).split(".")):
+            hint = _hint(head, SWEEPABLE) if head not in SECTIONS else ""
+            chk.line(f"{path}: cannot sweep {key!r}{hint}; expected a dotted field path in "
+                     f"{', '.join(SWEEPABLE)} (e.g. channel.loss); use repeats for seeds "
+                     f"and list policy variants under policies")
+            continue
+        if not isinstance(values, list) or not values:
+            chk.bad(path, values, "expected a non-empty list of values")
+            continue
+        out.append((key, values))
+    return out
+
+
+_REQUIRED = ("images", "codec", "packetizer", "link", "channel", "receiver", "policies")
+
+
+def parse_scenario(raw: dict, source: str = "<scenario>", base_dir: str | Path = ".",
+                   default_name: str = "scenario") -> Scenario:
+    """Validate a scenario mapping (as read from YAML) and build the :class:`Scenario`.
+
+    Parameters
+    ----------
+    raw : dict
+        The YAML mapping (overrides already applied).
+    source : str
+        File name used at the start of every error line.
+    base_dir : path
+        Folder that relative input paths (``images.source``, ``channel.path``,
+        ``codec.weights``) are resolved against: the scenario file's folder.
+    default_name : str
+        ``name`` when the mapping has none (the file's stem).
+
+    Raises
+    ------
+    ScenarioError
+        Listing every problem found, one per line.
+    """
+    base = Path(base_dir).resolve()
+    chk = _Checker(source)
+    if not isinstance(raw, dict):
+        raise ScenarioError([f"{source}: expected a mapping of sections at the top level"])
+    sweep = _parse_sweep(chk, raw.get("sweep"))  # bad entries reported and left out
+    combos = list(itertools.product(*[vals for _, vals in sweep])) if sweep else [()]
+    point_secs, point_errors = [], []
+    for combo in combos:
+        pc = _Checker(source)
+        r = copy.deepcopy(raw)
+        r.pop("sweep", None)
+        try:
+            for (key, _), value in zip(sweep, combo):
+                set_dotted(r, key, copy.deepcopy(value))
+        except ConfigError as err:
+            pc.line(f"sweep.{err}")
+            point_secs.append(None)
+            point_errors.append(pc.errors)
+            continue
+        point_secs.append(_parse_point(pc, r, base, default_name))
+        point_errors.append(pc.errors)
+    common = set(point_errors[0]).intersection(*map(set, point_errors[1:])) if point_errors else set()
+    seen = set()
+    for i, (errs, combo) in enumerate(zip(point_errors, combos)):
+        for e in errs:
+            if e in seen:
+                continue
+            seen.add(e)
+            if e in common or not sweep:
+                chk.errors.append(e)
+            else:
+                at = ", ".join(f"{k}={_show(v)}" for (k, _), v in zip(sweep, combo))
+                chk.errors.append(f"{e} (at sweep point {i}: {at})")
+    if chk.errors:
+        raise ScenarioError(chk.errors)
+
+    def make(sec: dict, sw) -> Scenario:
+        return Scenario(name=sec["name"], seed=sec["seed"], images=sec["images"], codec=sec["codec"],
+                        packetizer=sec["packetizer"], link=sec["link"], channel=sec["channel"],
+                        receiver=sec["receiver"], policies=sec["policies"], sweep=sw,
+                        repeats=sec["repeats"], out=sec["out"], source=source)
+
+    sweep_frozen = tuple((k, tuple(_freeze(v) for v in vals)) for k, vals in sweep)
+    points = tuple(Point(i, tuple((k, _freeze(v)) for (k, _), v in zip(sweep, combo)), make(sec, ()))
+                   for i, (sec, combo) in enumerate(zip(point_secs, combos)))
+    top = make(point_secs[0], sweep_frozen)
+    return dataclasses.replace(top, points=points)
+
+
+def load_scenario(path: str | Path, overrides=(), seed: int | None = None) -> Scenario:
+    """Read, override and validate a scenario file.
+
+    Parameters
+    ----------
+    path : path
+        The YAML file.
+    overrides : list of str
+        ``KEY=VALUE`` items (``--set``), applied in order; see :func:`apply_overrides`.
+    seed : int, optional
+        Replaces the scenario's ``seed`` (``--seed``).
+
+    Raises
+    ------
+    ScenarioError
+        Unreadable or malformed file, or every validation problem, one line each.
+    """
+    path = Path(path)
+    raw = read_yaml(path)
+    try:
+        raw = apply_overrides(raw, overrides, seed)
+    except ScenarioError as err:
+        raise ScenarioError([f"{path}: {e}" for e in err.errors]) from None
+    return parse_scenario(raw, source=str(path), base_dir=path.parent, default_name=path.stem)
