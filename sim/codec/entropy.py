@@ -21,15 +21,15 @@ from __future__ import annotations
 import difflib
 import zlib
 
-import numpy as np
 import constriction
+import numpy as np
 
 from sim.errors import ConfigError, InputError
 
 __all__ = ["RangeCoder", "ZlibCoder", "ENTROPY_CODERS", "make_entropy_coder"]
 
 _MAX_ALPHABET = 1 << 16
-_MAX_ROWS = 1 << 10
+_MAX_ROWS = 64  # symbol rows (latent channels) per cell
 
 
 # -- shared helpers -------------------------------------------------------------------
@@ -65,6 +65,22 @@ class _Reader:
     def done(self) -> None:
         if self.pos != len(self.data):
             raise InputError(f"{self.what}: {len(self.data) - self.pos} unexpected trailing bytes")
+
+
+def _read_varints(data: bytes, what: str) -> np.ndarray:
+    """All LEB128 varints of ``data`` (each < 2**35), vectorised → int64 array."""
+    a = np.frombuffer(data, np.uint8)
+    ends = np.flatnonzero(a < 0x80)
+    if len(a) and (len(ends) == 0 or ends[-1] != len(a) - 1):
+        raise InputError(f"{what}: truncated")
+    starts = np.r_[0, ends[:-1] + 1]
+    lengths = ends - starts + 1
+    if len(a) and lengths.max() > 5:
+        raise InputError(f"{what}: malformed")
+    group = np.repeat(np.arange(len(ends)), lengths)
+    shift = 7 * (np.arange(len(a)) - starts[group])
+    parts = (a & 0x7F).astype(np.int64) << shift
+    return np.bincount(group, weights=parts, minlength=len(ends)).astype(np.int64)  # exact below 2**53
 
 
 def _check_fit(symbols: np.ndarray, alphabet_size: int, who: str) -> np.ndarray:
@@ -104,7 +120,7 @@ class RangeCoder:
     Model (side info): per row, this image's symbol histogram with frequencies quantized
     to ``P`` bits (``f = max(1, round(count · 2**P / n))`` for symbols that occur, 0 for
     the others), ``P`` in [6, 16] chosen to minimise model bytes + ideal payload bytes.
-    constriction gives symbols of frequency 0 its smallest probability, so every symbol
+    constriction gives symbols of frequency 0 their smallest probability, so every symbol
     of the alphabet can still be coded and anything decodes to symbols in range.
 
     Payload: the S rows of the n cells, row after row, in one range-coder stream; the
@@ -165,19 +181,23 @@ class RangeCoder:
         if use_zlib:
             try:
                 d = zlib.decompressobj()
-                body = d.decompress(body, rows * alphabet * 6 + 1)
+                body = d.decompress(body, rows * (alphabet + 2) * 5 + 1)  # bounded
             except zlib.error as err:
                 raise InputError(f"range coder model: {err}") from None
             if not d.eof or d.unused_data:
                 raise InputError("range coder model: zlib stream incomplete or too long")
-        r = _Reader(body, "range coder model")
-        freq = np.zeros((rows, alphabet), np.float64)
+        vals = _read_varints(body, "range coder model")
+        freq, pos = np.zeros((rows, alphabet), np.float64), 0
         for row in freq:
-            lo, span = r.varint(), r.varint()
-            if lo + span >= alphabet:
-                raise InputError("range coder model: frequency table beyond the alphabet")
-            row[lo:lo + span + 1] = [r.varint() for _ in range(span + 1)]
-        r.done()
+            if pos + 2 > len(vals) or vals[pos] + vals[pos + 1] >= alphabet:
+                raise InputError("range coder model: frequency table truncated or beyond the alphabet")
+            lo, span = int(vals[pos]), int(vals[pos + 1])
+            if pos + 3 + span > len(vals):
+                raise InputError("range coder model: frequency table truncated")
+            row[lo:lo + span + 1] = vals[pos + 2:pos + 3 + span]
+            pos += 3 + span
+        if pos != len(vals):
+            raise InputError("range coder model: unexpected trailing bytes")
         total = freq.sum(axis=1, keepdims=True)
         if (total <= 0).any():
             raise InputError("range coder model: a row has no symbol of nonzero frequency")
