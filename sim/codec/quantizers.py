@@ -5,7 +5,8 @@
 ``palette``  joint vector quantization of each cell's C-vector into ``colors`` palette
              entries (k-means) with Floyd–Steinberg error diffusion over the h × w grid in
              raster order (Bühlmann 2022, "Stable Diffusion Based Image Compression"; Jin
-             et al., "Post-processing Based Image Coding via Stable Diffusion"), S = 1.
+             et al., "Post-processing Based Image Coding via Stable Diffusion"), large
+             errors diffused at 3/4 as in libimagequant, S = 1.
              Side info: the palette, ``colors`` × C little-endian float16, 2·colors·C bytes.
 
 Both are deterministic: the same latent gives the same side info and symbols, bit for bit.
