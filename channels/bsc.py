@@ -10,13 +10,13 @@ most 3 bits and every burst of at most 32 bits, and misses a random error patter
 probability about 2⁻³² (≈ 2.3·10⁻¹⁰), so undetected corruption is left out of the model.
 With ``crc: false`` corrupted payloads are delivered and the receiver must cope.
 
-Simulation draws the number of flipped bits per packet (binomial), then their distinct
-positions, and XORs them into a uint8 view of the payloads: cost grows with the number of
-errors, not with the number of bits.
+Simulation draws the gaps between bit errors (geometric) and XORs the flips into a uint8
+view of the hit payloads: cost grows with the number of errors, not of bits.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -81,7 +81,13 @@ class BSC:
 
 
 class BSCState:
-    """Live BSC; see :class:`channels.base.ChannelState`."""
+    """Live BSC; see :class:`channels.base.ChannelState`.
+
+    The bits of the packets of a call, concatenated in sending order, form one Bernoulli
+    process; the gaps between its bit errors are i.i.d. Geometric(BER), so error positions
+    are drawn as cumulative sums of geometric gaps: distinct by construction, exact, and
+    at a cost proportional to the number of errors.
+    """
 
     def __init__(self, channel: BSC, rng: np.random.Generator):
         self.channel = channel
@@ -89,29 +95,34 @@ class BSCState:
         self._ber = channel.bit_error_rate
         self._crc = bool(channel.crc)
 
-    def _flip_positions(self, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per packet the number of bit errors, and their distinct global bit indices.
+    def _erased(self, bits: np.ndarray) -> np.ndarray:
+        """(n,) bool: packets with at least one bit error.
 
-        Positions are drawn uniformly; duplicates within a packet are redrawn until all are
-        distinct, which leaves a uniformly random set of the drawn size (the procedure
-        treats all positions alike).
+        The first error of a packet falls at a Geometric(BER) bit index, so the packet is
+        hit iff that index is ≤ its bits: P = 1 − (1 − BER)^bits, one draw per packet.
         """
-        counts = self._rng.binomial(bits, self._ber)
-        total = int(counts.sum())
-        if total == 0:
-            return counts, np.zeros(0, dtype=np.int64)
-        packet = np.repeat(np.arange(bits.size), counts)
-        start = np.cumsum(bits) - bits
-        size = bits[packet]
-        where = start[packet] + (self._rng.random(total) * size).astype(np.int64)
-        while True:
-            _, first = np.unique(where, return_index=True)
-            if first.size == total:
-                return counts, where
-            again = np.ones(total, dtype=bool)
-            again[first] = False
-            idx = np.flatnonzero(again)
-            where[idx] = start[packet[idx]] + (self._rng.random(idx.size) * size[idx]).astype(np.int64)
+        if self._ber == 0.0:
+            return np.zeros(bits.size, dtype=bool)
+        return self._rng.geometric(self._ber, bits.size) <= bits
+
+    def _error_positions(self, total_bits: int) -> np.ndarray:
+        """Sorted, distinct indices of the flipped bits among ``total_bits`` bits."""
+        if self._ber == 0.0 or total_bits == 0:
+            return np.zeros(0, dtype=np.int64)
+        last = int(self._rng.geometric(self._ber)) - 1  # the first error; usually past the end
+        if last >= total_bits:
+            return np.zeros(0, dtype=np.int64)
+        chunks = [np.array([last], dtype=np.int64)]
+        mean = (total_bits - last) * self._ber
+        size = int(mean + 5.0 * math.sqrt(mean)) + 1  # rarely too few: then draw again
+        while last < total_bits:  # the last drawn error must fall past the end
+            # a gap past the end means the same as any longer one: cap it (no overflow at tiny BER)
+            gaps = np.minimum(self._rng.geometric(self._ber, size), total_bits + 1)
+            pos = last + np.cumsum(gaps)
+            chunks.append(pos)
+            last = int(pos[-1])
+        pos = np.concatenate(chunks)
+        return pos[: np.searchsorted(pos, total_bits)]
 
     def losses(self, n: int, *, bits_per_packet=None) -> np.ndarray:
         """(n,) bool: packets erased by the CRC (all False with ``crc: false``).
@@ -123,36 +134,27 @@ class BSCState:
             return np.zeros(n, dtype=bool)
         if bits_per_packet is None:
             raise TypeError("bsc losses(n) needs bits_per_packet: loss depends on packet size")
-        bits = np.broadcast_to(np.asarray(bits_per_packet, dtype=np.int64), (n,))
-        return self._rng.binomial(bits, self._ber) > 0
+        return self._erased(np.broadcast_to(np.asarray(bits_per_packet, dtype=np.int64), (n,)))
 
     def transmit(self, payloads: list[bytes]) -> tuple[np.ndarray, list[bytes]]:
         n = len(payloads)
-        bits = np.fromiter((8 * len(x) for x in payloads), dtype=np.int64, count=n)
+        sizes = [len(x) for x in payloads]
         if self._crc:
-            lost = self._rng.binomial(bits, self._ber) > 0
+            lost = self._erased(8 * np.array(sizes, dtype=np.int64))
             return lost, [b"" if gone else data for data, gone in zip(payloads, lost.tolist())]
-        counts, where = self._flip_positions(bits)
         lost = np.zeros(n, dtype=bool)
-        if where.size == 0:
+        pos = self._error_positions(8 * sum(sizes))
+        if pos.size == 0:
             return lost, list(payloads)
-        hit = np.flatnonzero(counts)
-        buf = np.frombuffer(b"".join(payloads[i] for i in hit.tolist()), dtype=np.uint8).copy()
-        # map global bit indices (over all payloads) to indices in the joined hit payloads
-        start_all = np.cumsum(bits) - bits
-        start_hit = np.cumsum(bits[hit]) - bits[hit]
-        shift = np.repeat(start_all[hit] - start_hit, counts[hit])
-        local = np.sort(where) - shift  # sorted `where` follows packet order, as `shift` does
-        byte, bit = np.divmod(local, 8)
-        cells, inverse = np.unique(byte, return_inverse=True)
-        masks = np.bincount(inverse, weights=np.left_shift(1, 7 - bit)).astype(np.uint8)
-        buf[cells] ^= masks  # distinct bits of one byte: their sum is their OR
+        joined = bytearray(b"".join(payloads))
+        byte = pos >> 3
+        # positions are distinct, so XOR-ing the flips of one byte one by one is exact
+        np.bitwise_xor.at(np.frombuffer(joined, dtype=np.uint8), byte,
+                          np.right_shift(128, pos & 7).astype(np.uint8))
+        ends = list(itertools.accumulate(sizes))
         out = list(payloads)
-        edges = np.cumsum(bits[hit] // 8).tolist()
-        begin = 0
-        for i, end in zip(hit.tolist(), edges):
-            out[i] = buf[begin:end].tobytes()
-            begin = end
+        for i in np.unique(np.searchsorted(ends, byte, side="right")).tolist():
+            out[i] = bytes(joined[ends[i] - sizes[i]: ends[i]])
         return lost, out
 
     def expected_loss_rate(self, bits_per_packet: int) -> float:

@@ -159,6 +159,8 @@ class GilbertElliottState:
         self._leave = (p, r)  # leave probability from Good (0) and from Bad (1)
         self._e = np.array([1.0 - k, 1.0 - h])  # loss probability in Good, Bad
         self._certain = bool(np.all((self._e == 0.0) | (self._e == 1.0)))
+        self._simple = k == 1.0 and h == 0.0  # lost exactly when in Bad
+        self._constant = (np.zeros(1, dtype=bool), np.ones(1, dtype=bool))
         mean_g = math.inf if p == 0 else 1.0 / p
         mean_b = math.inf if r == 0 else 1.0 / r
         self._cycle = mean_g + mean_b  # mean packets per Good+Bad cycle
@@ -190,7 +192,7 @@ class GilbertElliottState:
             self._left = self._next_sojourn(cur) - 1
         if self._left >= n:  # the whole call stays in the current sojourn
             self._left -= n
-            return np.full(n, bool(cur))
+            return self._constant[cur].repeat(n)
         if n <= self._BUFFER:  # few packets: a short Python loop beats numpy's call overhead
             lengths, labels, total, state = [self._left], [cur], self._left, cur
             while total < n:
@@ -222,8 +224,10 @@ class GilbertElliottState:
     def losses(self, n: int, *, bits_per_packet=None) -> np.ndarray:
         """(n,) bool, True = lost; transition first, then the loss draw in the new state."""
         bad = self.states(n)
+        if self._simple:
+            return bad
         if self._certain:
-            return self._e[bad.astype(np.intp)] == 1.0
+            return (self._e == 1.0)[bad.astype(np.intp)]
         return self._rng.random(bad.size) < self._e[bad.astype(np.intp)]
 
     def transmit(self, payloads: list[bytes]) -> tuple[np.ndarray, list[bytes]]:

@@ -104,9 +104,12 @@ class TraceState:
     def losses(self, n: int, *, bits_per_packet=None) -> np.ndarray:
         """(n,) bool: the next ``n`` trace entries, wrapping around at the end."""
         n = int(n)
-        size = self._pattern.size
-        out = self._pattern[(self.position + np.arange(n)) % size]
-        self.position = (self.position + n) % size
+        size, start = self._pattern.size, self.position
+        if start + n <= size:
+            out = self._pattern[start: start + n].copy()
+        else:
+            out = self._pattern[(start + np.arange(n)) % size]
+        self.position = (start + n) % size
         return out
 
     def transmit(self, payloads: list[bytes]) -> tuple[np.ndarray, list[bytes]]:

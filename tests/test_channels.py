@@ -366,10 +366,11 @@ def test_bsc_crc_erases_packets_with_errors():
     assert all(d == (b"" if gone else p) for p, d, gone in zip(payloads, delivered, lost))
 
 
-def hamming(a: list[bytes], b: list[bytes]) -> np.ndarray:
+def flipped(a: list[bytes], b: list[bytes]) -> np.ndarray:
+    """Per byte of the concatenated payloads, how many bits differ (uint8)."""
     x = np.frombuffer(b"".join(a), dtype=np.uint8)
     y = np.frombuffer(b"".join(b), dtype=np.uint8)
-    return np.unpackbits(x ^ y)
+    return np.bitwise_count(x ^ y)
 
 
 def test_bsc_without_crc_delivers_corrupted_payloads():
@@ -378,7 +379,7 @@ def test_bsc_without_crc_delivers_corrupted_payloads():
     state = make_channel("bsc", ber=ber, crc=False).start(rng(8))
     lost, delivered = state.transmit(payloads)
     assert not lost.any() and [len(d) for d in delivered] == [size] * n
-    flips = hamming(payloads, delivered).sum()
+    flips = int(flipped(payloads, delivered).sum(dtype=np.int64))
     bits = 8 * size * n
     # total flips ~ Binomial(bits, ber): mean BER·bits, SD √(bits·ber·(1−ber)) ≈ 63
     assert abs(flips - ber * bits) <= 5 * math.sqrt(bits * ber * (1 - ber))
@@ -386,12 +387,26 @@ def test_bsc_without_crc_delivers_corrupted_payloads():
     assert not state.losses(10).any()
 
 
+def test_bsc_without_crc_packet_by_packet():
+    # One packet per call (the engine's worst case): mostly no error at all, sometimes
+    # several; the total must still be Binomial(bits, ber).
+    ber, size, n = 1e-5, 1172, 20_000
+    payload = bytes(range(256)) * 4 + bytes(148)
+    state = make_channel("bsc", ber=ber, crc=False).start(rng(12))
+    delivered = [state.transmit([payload])[1][0] for _ in range(n)]
+    flips = flipped([payload] * n, delivered).reshape(n, size).sum(axis=1, dtype=np.int64)
+    bits = 8 * size * n
+    assert abs(flips.sum() - ber * bits) <= 5 * math.sqrt(bits * ber * (1 - ber))
+    assert flips.max() >= 2  # packets with several errors occurred
+
+
 def test_bsc_flip_positions_are_distinct_and_uniform():
     # At BER 0.5 many positions collide when drawn; they must be redrawn, not XOR-cancelled.
     n = 20_000
     payloads = [b"\x00\x00\x00\x00"] * n
     _, delivered = make_channel("bsc", ber=0.5, crc=False).start(rng(6)).transmit(payloads)
-    flips = hamming(payloads, delivered).reshape(n, 32)
+    x = np.frombuffer(b"".join(delivered), dtype=np.uint8)
+    flips = np.unpackbits(x).reshape(n, 32)  # payloads are all zero
     # per packet Binomial(32, 0.5): mean 16, SD √8; per bit position frequency 0.5 ± √(0.25/n)
     assert abs(flips.sum(axis=1).mean() - 16) <= 5 * math.sqrt(8 / n)
     assert np.all(np.abs(flips.mean(axis=0) - 0.5) <= 5 * math.sqrt(0.25 / n))
@@ -405,6 +420,11 @@ def test_bsc_edge_cases():
     assert lost.tolist()[0] is False and lost.tolist()[2] is False  # no bits, no errors
     lost, delivered = make_channel("bsc", ber=0.01, crc=False).start(rng()).transmit([])
     assert lost.shape == (0,) and delivered == []
+    # tiny BERs (20 dB: 1e-45; 40 dB underflows to 0) draw huge gaps: no overflow, no errors
+    for db in (20.0, 40.0):
+        for crc in (True, False):
+            lost, delivered = make_channel("bsc", ebn0_db=db, crc=crc).start(rng()).transmit(payloads * 100)
+            assert not lost.any() and delivered == payloads * 100
 
 
 # ---------------------------------------------------------------- AWGN
