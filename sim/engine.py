@@ -20,7 +20,7 @@ simulated packets/s (``benchmarks/bench_engine.py``).
 - It learns the image's packet count and header count from any intact packet: every
   header carries ``total`` and ``n_header``.
 - A pass is over, and the receiver decides, at the first of: every packet of the pass
-  arrived (*complete*); the pass's last packet arrived after a gap, plus the link's jitter
+  arrived (*all_arrived*); the pass's last packet arrived after a gap, plus the link's jitter
   bound (*gap*); or, the last packet lost, its nominal arrival + jitter bound +
   ``timeout_s`` (*timeout*).
 - Missing header packets are always NACKed (nothing decodes without the side info). For
@@ -238,7 +238,7 @@ class _Session:
         """Walk one burst's arrivals; returns (time, "decode" | "nack" | "silent", nack packets)."""
         cutoff = math.inf if self.cutoff is None else self.cutoff
         if not b.lost.any():
-            t_dec, how = float(b.arrivals.max()), "complete"
+            t_dec, how = float(b.arrivals.max()), "all_arrived"
         elif not b.lost[-1]:
             t_dec, how = float(b.arrivals[-1]) + self.jitter, "gap"
         else:
@@ -441,7 +441,7 @@ def transmit(codec, prep, *, image_id: int, packetizer: PacketizerConfig, link, 
         jitter, awgn noise, repair), so two calls with generators from the same seed see
         the same first-pass channel realisation whatever the policy.
     trace : list, optional. (time_s, event, detail) tuples are appended, sorted by time:
-        ``send``/``arrive``/``lost`` (seq), ``complete``/``gap``/``timeout`` (pass number),
+        ``send``/``arrive``/``lost`` (seq), ``all_arrived``/``gap``/``timeout`` (pass number),
         ``nack`` (seqs) / ``nack_arrive``, ``sender_timeout``, ``decode`` (reason), ``ack`` /
         ``ack_arrive``.
     packets : Packets, optional. Reuse ``packetize`` output across policies (it must have

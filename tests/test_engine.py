@@ -116,9 +116,9 @@ def test_trace_nothing_arrives_sender_timer_resends_header():
     trace = []
     t = run("none", ([1, 1, 1, 1, 1], [0]), trace)
     # sender timer = last nominal arrival 0.421875 + 2·timeout + worst NACK one-way (22 B + delay)
-    assert events(trace, {"sender_timeout", "send", "complete", "decode"})[5:] == [
+    assert events(trace, {"sender_timeout", "send", "all_arrived", "decode"})[5:] == [
         (1.693359375, "sender_timeout", 1), (1.693359375, "send", 0),
-        (1.990234375, "complete", 2), (1.990234375, "decode", "policy")]
+        (1.990234375, "all_arrived", 2), (1.990234375, "decode", "policy")]
     assert t.stats["missing_share"] == 1.0 and t.stats["packets_discarded"] == 0
 
 
