@@ -456,6 +456,10 @@ def transmit(codec, prep, *, image_id: int, packetizer: PacketizerConfig, link, 
         raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
     if packets is None:
         packets = packetize(codec, prep, image_id, packetizer, limit=int(link.max_payload))
+    elif (HEADER.unpack_from(packets.data[0])[0] != image_id
+          or packets.geometry.shape != tuple(int(v) for v in prep.shape)):
+        raise ValueError(f"packets= were cut for image_id {HEADER.unpack_from(packets.data[0])[0]} with latent "
+                         f"{packets.geometry.shape}, not image_id {image_id} with latent {tuple(prep.shape)}")
     elif int(packets.sizes.max()) > int(link.max_payload):
         raise ConfigError(f"packets of up to {int(packets.sizes.max())} bytes do not fit the link "
                           f"(max payload {link.max_payload} = link.mtu − link.header_bytes)")
