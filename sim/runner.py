@@ -4,6 +4,9 @@ For each (point, repeat, image) *group* the runner calls :func:`sim.engine.trans
 per policy, decodes the policies' latents in one batch, scores each reconstruction against
 the original image and against the loss-free decode (the quantized latent decoded as
 sent), and appends one record per transmission to ``results.jsonl``, flushed at once.
+A received latent identical to the loss-free one (nothing lost, or everything resent) is
+not decoded again: its reconstruction *is* the cached loss-free decode, and its
+``wall.decode_s`` is that decode's measured time.
 
 Randomness: transmission ``(point p, repeat r, image named n)`` gets
 ``numpy.random.default_rng(SeedSequence([seed, p, r, crc32(n)]))``, a fresh generator per
@@ -19,7 +22,9 @@ naming the image, policy and error, written as an ``error`` record, and the run 
 error records are retried by the next run of the same scenario.
 
 Caches: images per (source, name, size); the encoded latent per (image, model); the
-quantized/entropy-coded latent and the loss-free decode per (image, codec config).
+quantized/entropy-coded latent and the loss-free decode per (image, codec config); the
+packets (``sim.packets.packetize``) per (image, codec config, packetizer, link packet
+limit), handed to every ``transmit`` of that image.
 """
 
 from __future__ import annotations
@@ -64,7 +69,8 @@ class RunReport:
     errors: int = 0           # error records written by this run
     wall_s: float = 0.0       # whole call
     transmit_s: float = 0.0   # inside sim.engine.transmit
-    stages: dict = field(default_factory=dict)  # wall seconds per stage (load, encode, transmit, decode, metrics, write)
+    stages: dict = field(default_factory=dict)  # wall seconds per stage (load, encode, packetize,
+    #                                             transmit, decode, metrics, write)
 
 
 def transmission_rng(seed: int, point: int, repeat: int, image: str) -> np.random.Generator:
@@ -186,6 +192,7 @@ class _Cache:
         self.latents: dict = {}
         self.prepared: dict = {}
         self.reference: dict = {}
+        self.packetized: dict = {}
 
     def codec(self, cfg: CodecConfig):
         if cfg not in self.codecs:
@@ -196,16 +203,37 @@ class _Cache:
         return self.codecs[cfg]
 
     def prepare(self, cfg: CodecConfig, key: tuple, image: np.ndarray):
-        """(Prepared, loss-free decode) of one image under one codec configuration."""
+        """(Prepared, loss-free reference) of one image under one codec configuration.
+
+        The reference is a dict: ``latent`` (the dequantized latent as sent), ``image`` (its
+        decode), ``decode_s`` (wall time of that decode) and ``quality`` (the metric fields
+        of a reconstruction equal to it).
+        """
         if (cfg, key) not in self.prepared:
             codec = self.codec(cfg)
             mkey = (cfg.model, cfg.weights, cfg.device, key)
             if mkey not in self.latents:
                 self.latents[mkey] = codec.encode(image)
             prep = codec.prepare(self.latents[mkey])
+            latent = np.asarray(codec.dequantize(prep.symbols, prep.side), dtype=np.float32)
+            t0 = time.perf_counter()
+            decoded = codec.decode(latent)
+            decode_s = time.perf_counter() - t0
             self.prepared[(cfg, key)] = prep
-            self.reference[(cfg, key)] = codec.decode(codec.dequantize(prep.symbols, prep.side))
+            self.reference[(cfg, key)] = {
+                "latent": latent, "image": decoded, "decode_s": decode_s,
+                "quality": {**quality(image, decoded), **quality(decoded, decoded, "_lossfree")}}
         return self.prepared[(cfg, key)], self.reference[(cfg, key)]
+
+    def packets(self, sc: Scenario, key: tuple, image_id: int, prep):
+        """The image's packets for this codec, packetizer and link packet limit (cut once)."""
+        from sim.packets import packetize
+
+        limit = int(sc.link.max_payload)
+        pkey = (sc.codec, key, image_id, sc.packetizer, limit)
+        if pkey not in self.packetized:
+            self.packetized[pkey] = packetize(self.codec(sc.codec), prep, image_id, sc.packetizer, limit=limit)
+        return self.packetized[pkey]
 
 
 def _check_out(out: Path, resolved: str) -> list[dict]:
@@ -254,7 +282,7 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
     out = Path(out if out is not None else scenario.out)
     out.mkdir(parents=True, exist_ok=True)
     report = RunReport(out=out)
-    stages = {k: 0.0 for k in ("load", "encode", "transmit", "decode", "metrics", "write")}
+    stages = {k: 0.0 for k in ("load", "encode", "packetize", "transmit", "decode", "metrics", "write")}
     resolved = scenario.to_yaml()
     existing = _check_out(out, resolved)
     done = {json.dumps(r.get("key")) for r in existing if "error" not in r}
@@ -305,6 +333,15 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
                         prep, reference, fail = None, None, err
                     stages["encode"] += time.perf_counter() - t0
                     codec = cache.codec(sc.codec)
+                    packets = None
+                    if prep is not None:
+                        t0 = time.perf_counter()
+                        try:
+                            packets = cache.packets(sc, (scenario.images.source, name, scenario.images.size),
+                                                    image_id, prep)
+                        except Exception as err:  # noqa: BLE001
+                            prep, fail = None, err
+                        stages["packetize"] += time.perf_counter() - t0
                     results = []  # (policy, transmission | None, wall transmit_s, error | None)
                     for pol in policies:
                         if prep is None:
@@ -315,7 +352,7 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
                         try:
                             t = engine.transmit(codec, prep, image_id=image_id, packetizer=sc.packetizer,
                                                 link=sc.link, channel=channel, policy=pol.policy,
-                                                receiver=sc.receiver, rng=rng)
+                                                receiver=sc.receiver, rng=rng, packets=packets)
                             err = None
                         except Exception as e:  # noqa: BLE001
                             t, err = None, e
@@ -323,18 +360,22 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
                         stages["transmit"] += dt
                         results.append((pol, t, dt, err))
                     ok = [i for i, (_, t, _, _) in enumerate(results) if t is not None]
+                    # a latent identical to the loss-free one decodes to the cached reference
+                    same = {i for i in ok if np.array_equal(results[i][1].latent, reference["latent"])}
+                    todo = [i for i in ok if i not in same]
                     decoded: dict[int, np.ndarray] = {}
-                    decode_s = 0.0
-                    if ok:
+                    decode_s = {i: reference["decode_s"] for i in same}
+                    if todo:
                         t0 = time.perf_counter()
                         try:
-                            batch = codec.decode(np.stack([results[i][1].latent for i in ok]))
-                            decoded = dict(zip(ok, batch))
+                            batch = codec.decode(np.stack([results[i][1].latent for i in todo]))
+                            decoded = dict(zip(todo, batch))
                         except Exception as e:  # noqa: BLE001
-                            for i in ok:
+                            for i in todo:
                                 results[i] = (results[i][0], None, results[i][2], e)
-                        decode_s = (time.perf_counter() - t0) / len(ok)
-                        stages["decode"] += time.perf_counter() - t0
+                        dt = time.perf_counter() - t0
+                        decode_s.update({i: dt / len(todo) for i in todo})
+                        stages["decode"] += dt
                     for i, (pol, t, dt, err) in enumerate(results):
                         if keys[i] in done:
                             continue
@@ -343,7 +384,8 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
                         if err is None:
                             t0 = time.perf_counter()
                             try:
-                                q = {**quality(image, decoded[i]), **quality(reference, decoded[i], "_lossfree")}
+                                q = (dict(reference["quality"]) if i in same else
+                                     {**quality(image, decoded[i]), **quality(reference["image"], decoded[i], "_lossfree")})
                             except Exception as e:  # noqa: BLE001
                                 err = e
                             metrics_s = time.perf_counter() - t0
@@ -354,13 +396,14 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
                             rec["error"] = f"{err.__class__.__name__}: {err}"
                             report.errors += 1
                         else:
-                            overlap = set(t.stats) & (set(rec) | set(q) | {"wall", "error"})
-                            if overlap:
-                                raise RuntimeError(f"engine stats clash with record fields: {sorted(overlap)}")
+                            clash = set(t.stats) & (set(q) | {"wall", "error"})
+                            if clash:
+                                raise RuntimeError(f"engine stats clash with record fields: {sorted(clash)}")
                             wall = {k: v for k, v in (t.wall or {}).items()}
-                            wall.update(transmit_s=dt, decode_s=decode_s, metrics_s=metrics_s,
-                                        compute_s=float(wall.get("repair_s", 0.0)) + decode_s)
-                            rec.update(t.stats)
+                            wall.update(transmit_s=dt, decode_s=decode_s[i], metrics_s=metrics_s,
+                                        compute_s=float(wall.get("repair_s", 0.0)) + decode_s[i])
+                            # the runner's identity fields win (the engine's "policy" is the kind)
+                            rec.update({k: v for k, v in t.stats.items() if k not in rec})
                             rec.update(q)
                             rec["wall"] = wall
                         t0 = time.perf_counter()

@@ -1,0 +1,258 @@
+"""Runner: determinism, resume after Ctrl-C, one failing image, outputs, and the summary maths."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+import sim.engine as engine
+from sim.cli import main
+from sim.errors import ConfigError, InputError
+from sim.results import read_records, record_line, summarize, write_summary
+from sim.runner import run_scenario, transmission_rng
+from sim.scenario import load_scenario
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """A tiny random codec (widths 8, 8, 8) saved the way the shipped weights are."""
+    import torch
+    from safetensors.torch import save_file
+
+    from sim.codec.tiny_net import TinyAutoencoder
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = TinyAutoencoder(widths=(8, 8, 8))
+    path = tmp_path_factory.mktemp("codec") / "tiny_random.safetensors"
+    save_file(net.state_dict(), str(path), metadata={"config": json.dumps(net.config),
+                                                    "training": json.dumps({"note": "random, for tests"})})
+    return path
+
+
+@pytest.fixture
+def scenario_file(tmp_path, weights) -> Path:
+    data = {
+        "name": "tiny", "seed": 5,
+        "images": {"names": ["astronaut", "coffee"], "size": 32},
+        "codec": {"weights": str(weights)},
+        "packetizer": {"tile": 1},
+        "link": {"rate_bps": 1.0e6, "delay_s": 0.01},
+        "channel": {"kind": "bernoulli"},
+        "policies": ["resend", "complement", "none"],
+        "sweep": {"channel.loss": [0.0, 0.3]},
+        "repeats": 1,
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def lines_without_wall(path: Path) -> list[str]:
+    return [record_line({k: v for k, v in json.loads(line).items() if k != "wall"})
+            for line in path.read_text().splitlines()]
+
+
+def run(path, out, **kw):
+    return run_scenario(load_scenario(path, **kw), out)
+
+
+def test_records_are_complete_and_deterministic(scenario_file, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    rep = run(scenario_file, a)
+    run(scenario_file, b)
+    assert rep.total == rep.written == 2 * 2 * 3 and rep.errors == 0
+    assert lines_without_wall(a / "results.jsonl") == lines_without_wall(b / "results.jsonl")
+    recs = read_records(a / "results.jsonl")
+    r = recs[0]
+    for field in ("key", "point", "repeat", "image", "policy", "policy_kind", "sweep", "seed",
+                  "packets_sent", "packets_lost", "packets_retransmitted", "bytes_forward", "bytes_reverse",
+                  "rounds", "time_to_image_s", "missing_share", "psnr", "ssim", "ms_ssim",
+                  "psnr_lossfree", "ssim_lossfree", "ms_ssim_lossfree"):
+        assert field in r, field
+    assert set(r["wall"]) >= {"transmit_s", "decode_s", "compute_s", "metrics_s"}
+    assert [x["key"] for x in recs] == [[p, 0, im, pol] for p in (0, 1) for im in ("astronaut", "coffee")
+                                        for pol in ("resend", "complement", "none")]
+    assert recs[-1]["sweep"] == {"channel.loss": 0.3}
+    # loss-free point: every policy reproduces the loss-free decode (null = infinite PSNR)
+    for x in recs[:6]:
+        assert x["psnr_lossfree"] is None and x["ssim_lossfree"] == 1.0 and x["missing_share"] == 0.0
+    # the lossy point lost packets; resend repaired every loss by sending again, "none" did not
+    lossy = recs[6:]
+    assert any(x["packets_lost"] > 0 for x in lossy)
+    assert all(x["missing_share"] == 0.0 for x in lossy if x["policy"] == "resend")
+    assert any(x["missing_share"] > 0.0 for x in lossy if x["policy"] == "none")
+    assert (sum(x["packets_retransmitted"] for x in lossy if x["policy"] == "resend")
+            > sum(x["packets_retransmitted"] for x in lossy if x["policy"] == "none"))
+    assert (a / "scenario.resolved.yaml").read_text() == load_scenario(scenario_file).to_yaml()
+    prov = json.loads((a / "provenance.json").read_text())["runs"][0]
+    assert prov["seed"] == 5 and prov["codecs"][0]["training"] == {"note": "random, for tests"}
+    assert "numpy" in prov["packages"] and "hardware" in prov
+
+
+def test_common_random_numbers_and_seed_changes_results(scenario_file, tmp_path):
+    g1, g2 = transmission_rng(5, 1, 0, "coffee"), transmission_rng(5, 1, 0, "coffee")
+    assert g1.random() == g2.random()
+    assert transmission_rng(5, 1, 0, "coffee").random() != transmission_rng(5, 1, 1, "coffee").random()
+    run(scenario_file, tmp_path / "a")
+    run(scenario_file, tmp_path / "b", seed=6)
+    assert lines_without_wall(tmp_path / "a" / "results.jsonl") != lines_without_wall(tmp_path / "b" / "results.jsonl")
+    # first-pass losses are the same for every policy of a group
+    recs = read_records(tmp_path / "a" / "results.jsonl")
+    groups = {}
+    for r in recs:
+        groups.setdefault((r["point"], r["image"]), set()).add(r["missing_share"] if r["policy"] != "resend"
+                                                               else None)
+    assert all(len(v - {None}) == 1 for v in groups.values())
+
+
+def test_interrupt_then_resume_gives_the_uninterrupted_file(scenario_file, tmp_path, monkeypatch):
+    ref = tmp_path / "ref"
+    run(scenario_file, ref)
+    out = tmp_path / "out"
+    real = engine.transmit
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # inside the second group: its first policy's record is not written
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "transmit", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run(scenario_file, out)
+    monkeypatch.setattr(engine, "transmit", real)
+    assert len(read_records(out / "results.jsonl")) == 3
+    assert (out / "summary.csv").exists()  # written for what finished
+    rep = run(scenario_file, out)
+    assert rep.skipped == 3 and rep.written == 9
+    assert lines_without_wall(out / "results.jsonl") == lines_without_wall(ref / "results.jsonl")
+    rep = run(scenario_file, out)  # nothing left to do
+    assert rep.written == 0 and rep.skipped == 12
+
+
+def test_torn_last_line_is_dropped_on_resume(scenario_file, tmp_path):
+    out = tmp_path / "out"
+    run(scenario_file, out)
+    full = (out / "results.jsonl").read_text()
+    lines = full.splitlines(keepends=True)
+    (out / "results.jsonl").write_text("".join(lines[:4]) + lines[4][:30])
+    rep = run(scenario_file, out)
+    assert rep.written == 8
+    assert lines_without_wall(out / "results.jsonl") == [record_line({k: v for k, v in json.loads(x).items()
+                                                                      if k != "wall"}) for x in lines]
+
+
+def test_a_failing_image_is_logged_recorded_and_retried(scenario_file, tmp_path, monkeypatch, caplog):
+    out = tmp_path / "out"
+    real = engine.transmit
+
+    def broken(codec, prep, *, image_id, **kw):
+        if image_id == 1:
+            raise RuntimeError("boom")
+        return real(codec, prep, image_id=image_id, **kw)
+
+    monkeypatch.setattr(engine, "transmit", broken)
+    rep = run(scenario_file, out)
+    assert rep.errors == 6 and rep.written == 12
+    errs = [r for r in read_records(out / "results.jsonl") if "error" in r]
+    assert {r["image"] for r in errs} == {"coffee"} and errs[0]["error"] == "RuntimeError: boom"
+    assert any("image coffee" in m and "boom" in m for m in caplog.messages)
+    assert {r["policy"] for r in summarize(out / "results.jsonl")} == {"resend", "complement", "none"}
+    assert all(r["n"] <= 1 for r in summarize(out / "results.jsonl"))
+    monkeypatch.setattr(engine, "transmit", real)
+    rep = run(scenario_file, out)
+    assert rep.errors == 0 and rep.written == 6 and rep.skipped == 6
+    assert {r["n"] for r in summarize(out / "results.jsonl") if r["metric"] == "psnr"} == {2}
+
+
+def test_other_scenario_in_the_same_folder_is_refused(scenario_file, tmp_path):
+    out = tmp_path / "out"
+    run(scenario_file, out)
+    with pytest.raises(ConfigError, match="different scenario"):
+        run(scenario_file, out, overrides=["link.delay_s=0.5"])
+
+
+def test_cli_run_writes_outputs_and_summary_regenerates(scenario_file, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["run", str(scenario_file), "--out", str(out), "--set", "sweep.channel.loss=[0.2]",
+                 "--seed", "9", "--no-progress"]) == 0
+    assert {p.name for p in out.iterdir()} >= {"results.jsonl", "summary.csv", "scenario.resolved.yaml",
+                                               "provenance.json"}
+    recs = read_records(out / "results.jsonl")
+    assert len(recs) == 6 and all(r["seed"] == 9 and r["sweep"] == {"channel.loss": 0.2} for r in recs)
+    before = (out / "summary.csv").read_text()
+    write_summary(out / "results.jsonl", tmp_path / "again.csv")
+    assert (tmp_path / "again.csv").read_text() == before
+    header = before.splitlines()[0].split(",")
+    assert header[:3] == ["point", "channel.loss", "policy"] and "ci95_low" in header
+
+
+def test_cli_bad_image_is_one_line(tmp_path, weights, capsys):
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "bad.jpg").write_bytes(b"\xff\xd8\xffnot a jpeg")
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"images": {"source": "imgs", "size": 32}, "codec": {"weights": str(weights)},
+                                    "link": {"rate_bps": 1.0e6, "delay_s": 0.0},
+                                    "channel": {"kind": "bernoulli", "loss": 0.1}, "policies": ["none"]}))
+    assert main(["run", str(path), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.jpg" in err[0] and "images.source" in err[0] and str(path) in err[0]
+
+
+# --------------------------------------------------------------------------- summary maths
+
+
+def test_summary_against_hand_computation(tmp_path):
+    recs = []
+    values = {"resend": [30.0, 32.0, 34.0], "none": [20.0, 20.0, None]}
+    for pol, vals in values.items():
+        for rep, v in enumerate(vals):
+            recs.append({"key": [0, rep, "a", pol], "point": 0, "repeat": rep, "image": "a", "policy": pol,
+                         "policy_kind": pol, "sweep": {"channel.loss": 0.1}, "seed": 1, "psnr": v,
+                         "complemented": pol == "none", "rounds": rep, "wall": {"decode_s": 0.5}})
+    recs.append({"key": [0, 2, "a", "resend"], "point": 0, "error": "RuntimeError: x", "policy": "resend"})
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(record_line(r) + "\n" for r in recs))
+    rows = {(r["policy"], r["metric"]): r for r in summarize(path)}
+    r = rows[("resend", "psnr")]
+    assert r["n"] == 2 and r["mean"] == 31.0  # the later error record supersedes repeat 2
+    assert r["std"] == pytest.approx(math.sqrt(2.0))
+    half = stats.t.ppf(0.975, 1) * math.sqrt(2.0) / math.sqrt(2)
+    assert r["ci95"] == pytest.approx(half) and r["ci95_low"] == pytest.approx(31.0 - half)
+    n = rows[("none", "psnr")]
+    assert n["n"] == 2 and n["n_null"] == 1 and n["mean"] == 20.0 and n["std"] == 0.0 and n["ci95"] == 0.0
+    assert rows[("none", "complemented")]["mean"] == 1.0
+    assert rows[("none", "rounds")]["mean"] == 1.0
+    assert rows[("resend", "wall.decode_s")]["mean"] == 0.5
+    assert rows[("none", "psnr")]["channel.loss"] == 0.1
+    assert [k for k in rows if k[0] == "resend"][-1][1] == "wall.decode_s"
+    write_summary(path, tmp_path / "s.csv")
+    with open(tmp_path / "s.csv") as fh:
+        table = list(csv.DictReader(fh))
+    row = next(t for t in table if t["policy"] == "none" and t["metric"] == "psnr")
+    assert row["mean"] == "20.0" and row["n_null"] == "1"
+    one = summarize([{**recs[0], "key": [9]}])
+    assert one[0]["n"] == 1 and one[0]["std"] is None
+
+
+def test_record_line_is_canonical():
+    line = record_line({"b": np.float32(0.5), "a": np.int64(3), "c": float("inf"), "d": (1, 2),
+                        "e": np.bool_(True), "f": 0.1})
+    assert line == '{"a": 3, "b": 0.5, "c": null, "d": [1, 2], "e": true, "f": 0.1}'
+
+
+def test_missing_images_folder_is_an_input_error(tmp_path):
+    from sim.runner import load_images
+    from sim.scenario import ImagesConfig
+
+    with pytest.raises(InputError, match="images.source"):
+        load_images(ImagesConfig(str(tmp_path / "nope"), None, 32), "s.yaml")
