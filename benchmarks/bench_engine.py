@@ -109,6 +109,7 @@ def main(argv=None) -> dict:
     out["packetize"] = {"packets": packets.total * reps, "s": dt, "packets_per_s": packets.total * reps / dt}
     print(f"{'packetize':17s} {packets.total * reps / dt:>10,.0f} packets/s wall  "
           f"({packets.total} packets per image, {reps} images)", flush=True)
+    packets = packetize(codec, prep, 0, pcfg, limit=link.max_payload)  # the transfers' image, id 0
     for name in args.policies:
         kind, pkw = POLICIES[name]
         policy = make_policy(kind, **pkw)

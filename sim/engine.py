@@ -145,6 +145,7 @@ class _Session:
         self.header_done = False
         self.buffer: list = []
         self.pieces: list = []  # (cells, symbols) decoded so far
+        self.n_got = 0  # cells in self.pieces (exact unless corrupted packets overlap)
         self.pending = None  # reason to decode as soon as the header is complete
         self.decoded_at = None
         self.end = None
@@ -285,7 +286,8 @@ class _Session:
         data_missing = [s for s in missing if s >= n_header]
         if self.header_done:
             n_cells = self.n_cells
-            missing_cells = n_cells - int(self.got_mask().sum())
+            got = int(self.got_mask().sum()) if self.c["packets_corrupted"] else self.n_got
+            missing_cells = n_cells - got
         else:  # no geometry yet: count data packets instead of cells
             n_cells, missing_cells = len(self.have) - n_header, len(data_missing)
         serial = float(self.link.serialization_s(pk.sizes[np.asarray(missing)]).sum())
@@ -402,6 +404,7 @@ class _Session:
             self.c["packets_discarded"] += 1
             return
         self.pieces.append((cells, sym))
+        self.n_got += n
 
     def got_mask(self) -> np.ndarray:
         got = np.zeros(self.n_cells, dtype=bool)
