@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
 from sim.codec.tiny_net import TinyAutoencoder
 from sim.errors import ModelLoadError
 
-__all__ = ["TinyModel", "load_tiny", "SHIPPED_WEIGHTS"]
+__all__ = ["TinyModel", "load_tiny", "save_tiny", "SHIPPED_WEIGHTS"]
 
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "tiny_codec.safetensors"
 
@@ -50,7 +50,14 @@ def load_tiny(weights: str | Path | None = None, device: str = "cpu") -> TinyMod
         training = json.loads(meta.get("training", "{}"))
         net = TinyAutoencoder(config["latent_channels"], tuple(config["widths"]))
         net.load_state_dict(load_file(str(path)))
-    except (KeyError, ValueError, RuntimeError, OSError) as err:
+    except (KeyError, ValueError, RuntimeError, OSError, SafetensorError) as err:
         raise ModelLoadError(f"{path}: not a tiny codec weights file ({err.__class__.__name__}: "
                              f"{str(err).splitlines()[0][:120]})") from None
     return TinyModel(net.to(device), float(training.get("scaling_factor", 1.0)), training)
+
+
+def save_tiny(net: TinyAutoencoder, path: str | Path, training: dict) -> None:
+    """Write weights + config + training card (``training``, JSON) as one safetensors file."""
+    meta = {"config": json.dumps(net.config), "training": json.dumps(training)}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    save_file(tensors, str(path), metadata=meta)

@@ -13,7 +13,7 @@ HELP = "measure PSNR, SSIM, bpp (actual bytes) and speed of a codec, with JPEG/W
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", default="samples", help="'samples' (scikit-image colour samples) or a folder")
-    p.add_argument("--size", type=int, default=512, help="resize + center-crop to SIZE×SIZE (default 512)")
+    p.add_argument("--size", type=int, default=512, help="resize + center-crop to SIZE×SIZE (default 512; 0 keeps each image as it is)")
     p.add_argument("--model", default="tiny", help="tiny | sd-vae | taesd (default tiny)")
     p.add_argument("--weights", default=None, help="weights file/dir (tiny) or local dir / hub id (sd-vae, taesd)")
     p.add_argument("--quantizer", default="uniform", help="uniform | palette (default uniform)")
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from sim.codec import load_codec
     from sim.images import load_image_set
 
-    images = load_image_set(args.images, args.size)
+    images = load_image_set(args.images, args.size or None)
     quantizer = {"kind": args.quantizer}
     if args.quantizer == "uniform":
         quantizer["bits"] = args.bits

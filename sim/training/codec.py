@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from tqdm import tqdm
 
+from sim.codec.tiny import save_tiny
 from sim.codec.tiny_net import TinyAutoencoder
 from sim.training.losses import ssim_torch
 from sim.training.patches import PatchSampler
@@ -46,11 +46,6 @@ def _lr(step: int, steps: int, base: float, warmup: int = 200) -> float:
         return base * (step + 1) / warmup
     t = (step - warmup) / max(1, steps - warmup)
     return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
-
-def save_weights(model: TinyAutoencoder, path: Path, extra: dict) -> None:
-    meta = {"config": json.dumps(model.config), **{k: json.dumps(v) for k, v in extra.items()}}
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
 
 
 @torch.no_grad()
@@ -107,6 +102,6 @@ def train_codec(images: str | Path, out: str | Path, steps: int = 5000, device: 
             "train_images": [p.name for p in sampler.files], "train_psnr_ema": round(ema or 0.0, 2),
             "scaling_factor": latent_scale(model, sampler, device)}
     weights = out / "tiny_codec.safetensors"
-    save_weights(model, weights, {"training": card})
+    save_tiny(model, weights, card)
     (out / "training.json").write_text(json.dumps(card, indent=2))
     return weights
