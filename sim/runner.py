@@ -156,6 +156,9 @@ def _codec_card(cfg: CodecConfig, codec) -> dict:
     if weights is not None and weights.is_file():
         card["weights_file"] = str(weights)
         card["weights_sha256"] = _sha256(weights)
+        model_card = weights.parent / "MODEL_CARD.md"
+        if model_card.is_file():
+            card["model_card"] = str(model_card)
     return card
 
 
@@ -288,13 +291,16 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
     done = {json.dumps(r.get("key")) for r in existing if "error" not in r}
 
     t0 = time.perf_counter()
-    images = load_images(scenario.images, scenario.source)
-    stages["load"] += time.perf_counter() - t0
     points = scenario.points or ()
+    images_of: dict[ImagesConfig, list] = {}  # every image read up front (images.* may be swept)
+    for p in points:
+        if p.scenario.images not in images_of:
+            images_of[p.scenario.images] = load_images(p.scenario.images, scenario.source)
+    stages["load"] += time.perf_counter() - t0
     policies = scenario.policies
-    report.total = len(points) * scenario.repeats * len(images) * len(policies)
+    report.total = sum(scenario.repeats * len(images_of[p.scenario.images]) * len(policies) for p in points)
     planned = {json.dumps(_key(p.index, r, n, pol.name)) for p in points for r in range(scenario.repeats)
-               for n, _ in images for pol in policies}
+               for n, _ in images_of[p.scenario.images] for pol in policies}
     report.skipped = len(done & planned)
 
     (out / RESOLVED_FILE).write_text(resolved, encoding="utf-8")
@@ -319,7 +325,7 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
             sc = point.scenario
             channel = sc.channel
             for repeat in range(scenario.repeats):
-                for image_id, (name, image) in enumerate(images):
+                for image_id, (name, image) in enumerate(images_of[sc.images]):
                     keys = [json.dumps(_key(point.index, repeat, name, pol.name)) for pol in policies]
                     if all(k in done for k in keys):
                         continue
@@ -327,8 +333,8 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
                             "sweep": point.values_dict(), "seed": scenario.seed}
                     t0 = time.perf_counter()
                     try:
-                        prep, reference = cache.prepare(sc.codec, (scenario.images.source, name,
-                                                                   scenario.images.size), image)
+                        prep, reference = cache.prepare(sc.codec, (sc.images.source, name, sc.images.size),
+                                                        image)
                     except Exception as err:  # noqa: BLE001 - one image's failure must not end the run
                         prep, reference, fail = None, None, err
                     stages["encode"] += time.perf_counter() - t0
@@ -337,7 +343,7 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
                     if prep is not None:
                         t0 = time.perf_counter()
                         try:
-                            packets = cache.packets(sc, (scenario.images.source, name, scenario.images.size),
+                            packets = cache.packets(sc, (sc.images.source, name, sc.images.size),
                                                     image_id, prep)
                         except Exception as err:  # noqa: BLE001
                             prep, fail = None, err

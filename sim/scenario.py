@@ -553,6 +553,9 @@ def _parse_codec(chk: _Checker, raw, base: Path) -> CodecConfig | None:
                 chk.bad("codec.weights", weights, f"file not found (looked for {local})")
                 ok = False
             # sd-vae / taesd: a hub id, loaded only when the run starts
+    elif model in ("sd-vae", "taesd"):
+        chk.bad("codec.weights", weights, f"codec.model {model!r} needs weights: a local folder or a hub id")
+        ok = False
     if not isinstance(device, str) or not re.match(r"^(cpu|cuda(:\d+)?|mps)$", device):
         chk.bad("codec.device", device, "expected cpu, cuda, cuda:N or mps")
         ok = False

@@ -256,3 +256,16 @@ def test_missing_images_folder_is_an_input_error(tmp_path):
 
     with pytest.raises(InputError, match="images.source"):
         load_images(ImagesConfig(str(tmp_path / "nope"), None, 32), "s.yaml")
+
+
+def test_sweeping_image_size_and_quantizer(scenario_file, tmp_path):
+    rep = run(scenario_file, tmp_path / "o", overrides=[
+        "policies=[none]", "images.names=[coffee]", "packetizer.tile=4", "channel.loss=0.2",
+        "sweep.images.size=[32, 48]", "sweep.codec.quantizer.bits=[3, 8]"])
+    assert rep.written == 4 and rep.errors == 0
+    recs = read_records(tmp_path / "o" / "results.jsonl")
+    assert [r["sweep"] for r in recs] == [{"images.size": s, "codec.quantizer.bits": b}
+                                          for s in (32, 48) for b in (3, 8)]
+    assert [r["data_packets"] for r in recs] == [1, 1, 4, 4]  # 4 × 4 and 6 × 6 latents, 4 × 4 tiles
+    payload = [r["bytes_payload"] for r in recs]
+    assert payload[0] < payload[1] and payload[2] < payload[3] and payload[0] < payload[2]
