@@ -24,16 +24,15 @@ from sim.scenario import load_scenario
 def weights(tmp_path_factory) -> Path:
     """A tiny random codec (widths 8, 8, 8) saved the way the shipped weights are."""
     import torch
-    from safetensors.torch import save_file
 
+    from sim.codec.tiny import save_tiny
     from sim.codec.tiny_net import TinyAutoencoder
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
         net = TinyAutoencoder(widths=(8, 8, 8))
     path = tmp_path_factory.mktemp("codec") / "tiny_random.safetensors"
-    save_file(net.state_dict(), str(path), metadata={"config": json.dumps(net.config),
-                                                    "training": json.dumps({"note": "random, for tests"})})
+    save_tiny(net, path, {"note": "random, for tests"})
     return path
 
 
