@@ -69,8 +69,8 @@ class RunReport:
     errors: int = 0           # error records written by this run
     wall_s: float = 0.0       # whole call
     transmit_s: float = 0.0   # inside sim.engine.transmit
-    stages: dict = field(default_factory=dict)  # wall seconds per stage (load, encode, packetize,
-    #                                             transmit, decode, metrics, write)
+    stages: dict = field(default_factory=dict)  # wall seconds per stage (load, prepare = encode +
+    #   loss-free decode, packetize, transmit, decode, metrics, write)
 
 
 def transmission_rng(seed: int, point: int, repeat: int, image: str) -> np.random.Generator:
@@ -257,6 +257,115 @@ def _key(point: int, repeat: int, image: str, policy: str) -> list:
     return [point, repeat, image, policy]
 
 
+def _run_group(cache: _Cache, scenario: Scenario, point, repeat: int, image_id: int, name: str,
+               image: np.ndarray, stages: dict) -> list[dict]:
+    """The records of one (point, repeat, image): every policy, in policy order.
+
+    Failures are caught per transmission and come back as ``error`` records (no
+    measurements); Ctrl-C propagates. Adds wall seconds per stage to ``stages``.
+    """
+    from sim import engine
+
+    sc = point.scenario
+    image_key = (sc.images.source, name, sc.images.size)
+    fail = None
+    t0 = time.perf_counter()
+    try:
+        prep, reference = cache.prepare(sc.codec, image_key, image)
+    except Exception as err:  # noqa: BLE001 - one image's failure must not end the run
+        prep, reference, fail = None, None, err
+    stages["prepare"] += time.perf_counter() - t0
+    codec = cache.codec(sc.codec)
+    packets = None
+    if fail is None:
+        t0 = time.perf_counter()
+        try:
+            packets = cache.packets(sc, image_key, image_id, prep)
+        except Exception as err:  # noqa: BLE001
+            fail = err
+        stages["packetize"] += time.perf_counter() - t0
+
+    # 1. transmit under every policy (common random numbers: one seed for the group)
+    sent = []  # (transmission | None, transmit wall s, error | None) per policy
+    for pol in scenario.policies:
+        if fail is not None:
+            sent.append((None, 0.0, fail))
+            continue
+        rng = transmission_rng(scenario.seed, point.index, repeat, name)
+        t0 = time.perf_counter()
+        try:
+            t, err = engine.transmit(codec, prep, image_id=image_id, packetizer=sc.packetizer, link=sc.link,
+                                     channel=sc.channel, policy=pol.policy, receiver=sc.receiver, rng=rng,
+                                     packets=packets), None
+        except Exception as e:  # noqa: BLE001
+            t, err = None, e
+        dt = time.perf_counter() - t0
+        stages["transmit"] += dt
+        sent.append((t, dt, err))
+
+    # 2. decode the received latents in one batch; one equal to the loss-free latent *is*
+    #    the loss-free decode, already cached
+    ok = [i for i, (t, _, _) in enumerate(sent) if t is not None]
+    same = {i for i in ok if np.array_equal(sent[i][0].latent, reference["latent"])}
+    todo = [i for i in ok if i not in same]
+    decoded: dict[int, np.ndarray] = {i: reference["image"] for i in same}
+    decode_s = {i: reference["decode_s"] for i in same}
+    if todo:
+        t0 = time.perf_counter()
+        try:
+            decoded.update(zip(todo, codec.decode(np.stack([sent[i][0].latent for i in todo]))))
+        except Exception as e:  # noqa: BLE001
+            for i in todo:
+                sent[i] = (None, sent[i][1], e)
+        dt = time.perf_counter() - t0
+        decode_s.update({i: dt / len(todo) for i in todo})
+        stages["decode"] += dt
+
+    # 3. score and make the records
+    records = []
+    for i, (pol, (t, transmit_s, err)) in enumerate(zip(scenario.policies, sent)):
+        rec = {"key": _key(point.index, repeat, name, pol.name), "point": point.index, "repeat": repeat,
+               "image": name, "image_id": image_id, "sweep": point.values_dict(), "seed": scenario.seed,
+               "policy": pol.name, "policy_kind": pol.kind}
+        if err is None:
+            t0 = time.perf_counter()
+            try:
+                q = (dict(reference["quality"]) if i in same else
+                     {**quality(image, decoded[i]), **quality(reference["image"], decoded[i], "_lossfree")})
+            except Exception as e:  # noqa: BLE001
+                err = e
+            metrics_s = time.perf_counter() - t0
+            stages["metrics"] += metrics_s
+        if err is not None:
+            log.error("image %s, policy %s (point %d, repeat %d): %s: %s", name, pol.name, point.index,
+                      repeat, err.__class__.__name__, err)
+            rec["error"] = f"{err.__class__.__name__}: {err}"
+        else:
+            clash = set(t.stats) & (set(q) | {"wall", "error"})
+            if clash:
+                raise RuntimeError(f"engine stats clash with record fields: {sorted(clash)}")
+            wall = dict(t.wall or {})
+            wall.update(transmit_s=transmit_s, decode_s=decode_s[i], metrics_s=metrics_s,
+                        compute_s=float(wall.get("repair_s", 0.0)) + decode_s[i])
+            # the runner's identity fields win (the engine's "policy" is the kind)
+            rec.update({k: v for k, v in t.stats.items() if k not in rec})
+            rec.update(q)
+            rec["wall"] = wall
+        records.append(rec)
+    return records
+
+
+def _write_provenance(path: Path, scenario: Scenario, cards: list[dict]) -> None:
+    runs = []
+    if path.exists():
+        try:
+            runs = json.loads(path.read_text(encoding="utf-8")).get("runs", [])
+        except (ValueError, AttributeError):
+            runs = []
+    runs.append(_provenance(scenario, cards))
+    path.write_text(json.dumps({"runs": runs}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress: bool = False) -> RunReport:
     """Run every transmission of ``scenario`` not yet in ``out``'s results; write the outputs.
 
@@ -276,19 +385,23 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
     Returns
     -------
     RunReport
+
+    Raises
+    ------
+    ConfigError
+        ``out`` holds results of another scenario.
+    InputError, ModelLoadError
+        An image or the codec weights cannot be read (before any transmission).
     """
     from tqdm import tqdm
-
-    from sim import engine
 
     t_start = time.perf_counter()
     out = Path(out if out is not None else scenario.out)
     out.mkdir(parents=True, exist_ok=True)
     report = RunReport(out=out)
-    stages = {k: 0.0 for k in ("load", "encode", "packetize", "transmit", "decode", "metrics", "write")}
+    stages = {k: 0.0 for k in ("load", "prepare", "packetize", "transmit", "decode", "metrics", "write")}
     resolved = scenario.to_yaml()
-    existing = _check_out(out, resolved)
-    done = {json.dumps(r.get("key")) for r in existing if "error" not in r}
+    done = {json.dumps(r.get("key")) for r in _check_out(out, resolved) if "error" not in r}
 
     t0 = time.perf_counter()
     points = scenario.points or ()
@@ -298,126 +411,41 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
             images_of[p.scenario.images] = load_images(p.scenario.images, scenario.source)
     stages["load"] += time.perf_counter() - t0
     policies = scenario.policies
-    report.total = sum(scenario.repeats * len(images_of[p.scenario.images]) * len(policies) for p in points)
-    planned = {json.dumps(_key(p.index, r, n, pol.name)) for p in points for r in range(scenario.repeats)
-               for n, _ in images_of[p.scenario.images] for pol in policies}
-    report.skipped = len(done & planned)
+    planned = [json.dumps(_key(p.index, r, n, pol.name)) for p in points for r in range(scenario.repeats)
+               for n, _ in images_of[p.scenario.images] for pol in policies]
+    report.total = len(planned)
+    report.skipped = len(done & set(planned))
 
     (out / RESOLVED_FILE).write_text(resolved, encoding="utf-8")
     cache = _Cache()
-    for p in points:  # load every codec up front: model errors surface before any work
+    for p in points:  # every codec loaded up front: model errors surface before any work
         cache.codec(p.scenario.codec)
-    prov_path = out / PROVENANCE_FILE
-    runs = []
-    if prov_path.exists():
-        try:
-            runs = json.loads(prov_path.read_text(encoding="utf-8")).get("runs", [])
-        except (ValueError, AttributeError):
-            runs = []
-    runs.append(_provenance(scenario, cache.cards))
-    prov_path.write_text(json.dumps({"runs": runs}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _write_provenance(out / PROVENANCE_FILE, scenario, cache.cards)
 
     bar = tqdm(total=report.total, initial=report.skipped, disable=not progress, file=sys.stderr,
                unit="tx", desc=scenario.name, dynamic_ncols=True)
     writer = ResultsWriter(out / RESULTS_FILE)
     try:
         for point in points:
-            sc = point.scenario
-            channel = sc.channel
             for repeat in range(scenario.repeats):
-                for image_id, (name, image) in enumerate(images_of[sc.images]):
+                for image_id, (name, image) in enumerate(images_of[point.scenario.images]):
                     keys = [json.dumps(_key(point.index, repeat, name, pol.name)) for pol in policies]
                     if all(k in done for k in keys):
                         continue
-                    base = {"point": point.index, "repeat": repeat, "image": name, "image_id": image_id,
-                            "sweep": point.values_dict(), "seed": scenario.seed}
-                    t0 = time.perf_counter()
-                    try:
-                        prep, reference = cache.prepare(sc.codec, (sc.images.source, name, sc.images.size),
-                                                        image)
-                    except Exception as err:  # noqa: BLE001 - one image's failure must not end the run
-                        prep, reference, fail = None, None, err
-                    stages["encode"] += time.perf_counter() - t0
-                    codec = cache.codec(sc.codec)
-                    packets = None
-                    if prep is not None:
-                        t0 = time.perf_counter()
-                        try:
-                            packets = cache.packets(sc, (sc.images.source, name, sc.images.size),
-                                                    image_id, prep)
-                        except Exception as err:  # noqa: BLE001
-                            prep, fail = None, err
-                        stages["packetize"] += time.perf_counter() - t0
-                    results = []  # (policy, transmission | None, wall transmit_s, error | None)
-                    for pol in policies:
-                        if prep is None:
-                            results.append((pol, None, 0.0, fail))
+                    # the whole group is recomputed (same batched decode as an uninterrupted
+                    # run); only its missing records are written
+                    for key, rec in zip(keys, _run_group(cache, scenario, point, repeat, image_id, name,
+                                                         image, stages)):
+                        if key in done:
                             continue
-                        rng = transmission_rng(scenario.seed, point.index, repeat, name)
-                        t0 = time.perf_counter()
-                        try:
-                            t = engine.transmit(codec, prep, image_id=image_id, packetizer=sc.packetizer,
-                                                link=sc.link, channel=channel, policy=pol.policy,
-                                                receiver=sc.receiver, rng=rng, packets=packets)
-                            err = None
-                        except Exception as e:  # noqa: BLE001
-                            t, err = None, e
-                        dt = time.perf_counter() - t0
-                        stages["transmit"] += dt
-                        results.append((pol, t, dt, err))
-                    ok = [i for i, (_, t, _, _) in enumerate(results) if t is not None]
-                    # a latent identical to the loss-free one decodes to the cached reference
-                    same = {i for i in ok if np.array_equal(results[i][1].latent, reference["latent"])}
-                    todo = [i for i in ok if i not in same]
-                    decoded: dict[int, np.ndarray] = {}
-                    decode_s = {i: reference["decode_s"] for i in same}
-                    if todo:
-                        t0 = time.perf_counter()
-                        try:
-                            batch = codec.decode(np.stack([results[i][1].latent for i in todo]))
-                            decoded = dict(zip(todo, batch))
-                        except Exception as e:  # noqa: BLE001
-                            for i in todo:
-                                results[i] = (results[i][0], None, results[i][2], e)
-                        dt = time.perf_counter() - t0
-                        decode_s.update({i: dt / len(todo) for i in todo})
-                        stages["decode"] += dt
-                    for i, (pol, t, dt, err) in enumerate(results):
-                        if keys[i] in done:
-                            continue
-                        rec = {"key": _key(point.index, repeat, name, pol.name), **base,
-                               "policy": pol.name, "policy_kind": pol.kind}
-                        if err is None:
-                            t0 = time.perf_counter()
-                            try:
-                                q = (dict(reference["quality"]) if i in same else
-                                     {**quality(image, decoded[i]), **quality(reference["image"], decoded[i], "_lossfree")})
-                            except Exception as e:  # noqa: BLE001
-                                err = e
-                            metrics_s = time.perf_counter() - t0
-                            stages["metrics"] += metrics_s
-                        if err is not None:
-                            log.error("image %s, policy %s (point %d, repeat %d): %s: %s", name, pol.name,
-                                      point.index, repeat, err.__class__.__name__, err)
-                            rec["error"] = f"{err.__class__.__name__}: {err}"
-                            report.errors += 1
-                        else:
-                            clash = set(t.stats) & (set(q) | {"wall", "error"})
-                            if clash:
-                                raise RuntimeError(f"engine stats clash with record fields: {sorted(clash)}")
-                            wall = {k: v for k, v in (t.wall or {}).items()}
-                            wall.update(transmit_s=dt, decode_s=decode_s[i], metrics_s=metrics_s,
-                                        compute_s=float(wall.get("repair_s", 0.0)) + decode_s[i])
-                            # the runner's identity fields win (the engine's "policy" is the kind)
-                            rec.update({k: v for k, v in t.stats.items() if k not in rec})
-                            rec.update(q)
-                            rec["wall"] = wall
                         t0 = time.perf_counter()
                         writer.write(rec)
                         stages["write"] += time.perf_counter() - t0
                         report.written += 1
-                        if err is None:
-                            done.add(keys[i])
+                        if "error" in rec:
+                            report.errors += 1
+                        else:
+                            done.add(key)
                         bar.update(1)
     finally:
         writer.close()

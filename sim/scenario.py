@@ -511,7 +511,8 @@ def _parse_images(chk: _Checker, raw, base: Path) -> ImagesConfig | None:
         else:
             for i, n in enumerate(names):
                 if n not in SAMPLE_NAMES:
-                    chk.bad(f"images.names[{i}]", n, f"expected one of {', '.join(SAMPLE_NAMES)}{_hint(n, SAMPLE_NAMES)}")
+                    chk.bad(f"images.names[{i}]", n,
+                            f"expected one of {', '.join(SAMPLE_NAMES)}{_hint(n, SAMPLE_NAMES)}")
                     ok = False
             dup = sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})
             if dup:
@@ -543,7 +544,8 @@ def _parse_codec(chk: _Checker, raw, base: Path) -> CodecConfig | None:
         ok = False
     if weights is not None:
         if not isinstance(weights, str) or not weights:
-            chk.bad("codec.weights", weights, "expected a weights file/folder (relative to the scenario file) or a hub id")
+            chk.bad("codec.weights", weights,
+                    "expected a weights file/folder (relative to the scenario file) or a hub id")
             ok = False
         else:
             local = Path(_resolve_path(base, weights))
