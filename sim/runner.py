@@ -287,7 +287,7 @@ def _run_group(cache: _Cache, scenario: Scenario, point, repeat: int, image_id: 
 
     # 1. transmit under every policy (common random numbers: one seed for the group)
     sent = []  # (transmission | None, transmit wall s, error | None) per policy
-    for pol in scenario.policies:
+    for pol in sc.policies:
         if fail is not None:
             sent.append((None, 0.0, fail))
             continue
@@ -323,7 +323,7 @@ def _run_group(cache: _Cache, scenario: Scenario, point, repeat: int, image_id: 
 
     # 3. score and make the records
     records = []
-    for i, (pol, (t, transmit_s, err)) in enumerate(zip(scenario.policies, sent)):
+    for i, (pol, (t, transmit_s, err)) in enumerate(zip(sc.policies, sent)):
         rec = {"key": _key(point.index, repeat, name, pol.name), "point": point.index, "repeat": repeat,
                "image": name, "image_id": image_id, "sweep": point.values_dict(), "seed": scenario.seed,
                "policy": pol.name, "policy_kind": pol.kind}
@@ -410,9 +410,8 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
         if p.scenario.images not in images_of:
             images_of[p.scenario.images] = load_images(p.scenario.images, scenario.source)
     stages["load"] += time.perf_counter() - t0
-    policies = scenario.policies
     planned = [json.dumps(_key(p.index, r, n, pol.name)) for p in points for r in range(scenario.repeats)
-               for n, _ in images_of[p.scenario.images] for pol in policies]
+               for n, _ in images_of[p.scenario.images] for pol in p.scenario.policies]
     report.total = len(planned)
     report.skipped = len(done & set(planned))
 
@@ -429,7 +428,8 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
         for point in points:
             for repeat in range(scenario.repeats):
                 for image_id, (name, image) in enumerate(images_of[point.scenario.images]):
-                    keys = [json.dumps(_key(point.index, repeat, name, pol.name)) for pol in policies]
+                    keys = [json.dumps(_key(point.index, repeat, name, pol.name))
+                            for pol in point.scenario.policies]
                     if all(k in done for k in keys):
                         continue
                     # the whole group is recomputed (same batched decode as an uninterrupted

@@ -44,7 +44,7 @@ __all__ = [
 
 SECTIONS = ("name", "seed", "images", "codec", "packetizer", "link", "channel", "receiver",
             "policies", "sweep", "repeats", "out")
-SWEEPABLE = ("images", "codec", "packetizer", "link", "channel", "receiver")
+SWEEPABLE = ("images", "codec", "packetizer", "link", "channel", "receiver", "policies")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CODEC_KEYS = ("model", "weights", "quantizer", "entropy", "device")
 _IMAGES_KEYS = ("source", "names", "size")
@@ -353,12 +353,16 @@ def _fields(obj, skip=()) -> dict:
 
 
 def _pop_dotted(d: dict, key: str) -> None:
+    """Remove ``key`` (dotted, numeric parts index lists) from ``d`` if it is there."""
     parts = _split(key)
     node = d
     for part in parts[:-1]:
-        if not isinstance(node, dict) or part not in node:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
             return
-        node = node[part]
     if isinstance(node, dict):
         node.pop(parts[-1], None)
 
@@ -713,8 +717,8 @@ def _parse_sweep(chk: _Checker, raw) -> list[tuple[str, list]]:
         if not isinstance(key, str) or head not in SWEEPABLE or not all(str(key).split(".")):
             hint = _hint(head, SWEEPABLE) if head not in SECTIONS else ""
             chk.line(f"{path}: cannot sweep {key!r}{hint}; expected a dotted field path in "
-                     f"{', '.join(SWEEPABLE)} (e.g. channel.loss); use repeats for seeds "
-                     f"and list policy variants under policies")
+                     f"{', '.join(SWEEPABLE)} (e.g. channel.loss, policies.0.max_rounds); "
+                     f"use repeats for seeds")
             continue
         if not isinstance(values, list) or not values:
             chk.bad(path, values, "expected a non-empty list of values")

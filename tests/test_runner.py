@@ -268,3 +268,13 @@ def test_sweeping_image_size_and_quantizer(scenario_file, tmp_path):
     assert [r["data_packets"] for r in recs] == [1, 1, 4, 4]  # 4 × 4 and 6 × 6 latents, 4 × 4 tiles
     payload = [r["bytes_payload"] for r in recs]
     assert payload[0] < payload[1] and payload[2] < payload[3] and payload[0] < payload[2]
+
+
+def test_sweeping_a_policy_option(scenario_file, tmp_path):
+    rep = run(scenario_file, tmp_path / "o", overrides=[
+        "policies=[resend]", "images.names=[astronaut]", "channel.loss=0.5",
+        "sweep.policies.0.max_rounds=[1, 8]"])
+    assert rep.written == 2 and rep.errors == 0
+    one, eight = read_records(tmp_path / "o" / "results.jsonl")
+    assert one["sweep"] == {"policies.0.max_rounds": 1} and one["missing_share"] > 0
+    assert eight["rounds"] > one["rounds"] and eight["missing_share"] < one["missing_share"]

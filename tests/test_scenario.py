@@ -50,7 +50,8 @@ def test_quickstart_is_valid_and_compares_three_policies_at_five_loss_rates():
     {},
     {"channel": {"kind": "gilbert_elliott", "p": 0.05, "r": 0.5, "h": 0.1},
      "policies": ["resend", {"name": "resend-1", "kind": "resend", "max_rounds": 1}, {"kind": "none"}],
-     "sweep": {"link.delay_s": [0.0, 0.05], "codec.quantizer.bits": [4, 6]}, "repeats": 2,
+     "sweep": {"link.delay_s": [0.0, 0.05], "codec.quantizer.bits": [4, 6], "policies.1.max_rounds": [2, 3]},
+     "repeats": 2,
      "out": "elsewhere/x"},
 ])
 def test_round_trip_yaml_object_dict_yaml(tmp_path, extra):
@@ -89,6 +90,16 @@ def test_sweep_is_cartesian_product_last_key_fastest(tmp_path):
         (a, b) for a in (0.0, 0.1, 0.2) for b in (0.01, 0.1)]
     assert all(p.scenario.sweep == () for p in sc.points)
     assert sc.channel.loss == 0.0  # the top-level sections hold point 0
+
+
+def test_sweep_over_a_policy_option(tmp_path):
+    data = {**BASE, "policies": ["none", {"name": "resend-n", "kind": "resend"}],
+            "sweep": {"policies.1.max_rounds": [1, 2, 4]}}
+    sc = load_scenario(write(tmp_path, data))
+    assert [p.scenario.policies[1].policy.max_rounds for p in sc.points] == [1, 2, 4]
+    assert "max_rounds" not in sc.to_dict()["policies"][1]
+    errs = errors_of(write(tmp_path, {**data, "sweep": {"policies.2.max_rounds": [1]}}, "bad.yaml"))
+    assert len(errs) == 1 and "sweep.policies.2.max_rounds" in errs[0] and "list of 2" in errs[0]
 
 
 def test_sweep_can_supply_a_required_field(tmp_path):
