@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch  # noqa: F401  (imports before the clock)
 
     import sim.engine as engine
+    from sim.errors import LatentcastError
     from sim.runner import run_scenario
     from sim.scenario import load_scenario
 
@@ -62,8 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(args.out) if args.out else Path(tmp) / "out"
             t0 = time.perf_counter()
-            scenario = load_scenario(args.scenario, args.overrides)
-            report = run_scenario(scenario, out, progress=False)
+            try:
+                scenario = load_scenario(args.scenario, args.overrides)
+                report = run_scenario(scenario, out, progress=False)
+            except LatentcastError as err:
+                for line in getattr(err, "errors", None) or [str(err)]:
+                    print(f"bench_quickstart: error: {line}", file=sys.stderr)
+                return 2
             total = time.perf_counter() - t0
     finally:
         engine.transmit = real
