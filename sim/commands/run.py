@@ -17,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(e.g. --set channel.loss=0.1, --set 'sweep.channel.loss=[0, 0.1]'); repeatable")
     p.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--report", action="store_true",
+                   help="then write the loss-rate report (report.html, report.md, figures/), as `latentcast report` does")
 
 
 def run(args) -> int:
@@ -32,4 +34,12 @@ def run(args) -> int:
         return print_errors("run", err)
     print(f"{report.out}: {report.written} record(s) written, {report.skipped} already there, "
           f"{report.errors} failed; {report.wall_s:.1f} s", file=sys.stderr)
+    if args.report:
+        from reports import build_report
+
+        try:
+            written = build_report(report.out)
+        except LatentcastError as err:
+            return print_errors("run", err)
+        print(f"{written['html']}: report (also report.md, figures/)", file=sys.stderr)
     return 1 if report.errors else 0
