@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,8 @@ def weights(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture
-def scenario_file(tmp_path, weights) -> Path:
+@pytest.fixture(scope="module")
+def scenario_file(tmp_path_factory, weights) -> Path:
     data = {
         "name": "tiny", "seed": 5,
         "images": {"names": ["astronaut", "coffee"], "size": 32},
@@ -49,9 +50,23 @@ def scenario_file(tmp_path, weights) -> Path:
         "sweep": {"channel.loss": [0.0, 0.3]},
         "repeats": 1,
     }
-    path = tmp_path / "tiny.yaml"
+    path = tmp_path_factory.mktemp("scenario") / "tiny.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="module")
+def reference(scenario_file, tmp_path_factory) -> Path:
+    """The output folder of one uninterrupted run of ``scenario_file`` (do not modify)."""
+    out = tmp_path_factory.mktemp("reference") / "out"
+    rep = run_scenario(load_scenario(scenario_file), out)
+    assert rep.total == rep.written == 2 * 2 * 3 and rep.errors == 0
+    return out
+
+
+def copy_of(folder: Path, dest: Path) -> Path:
+    shutil.copytree(folder, dest)
+    return dest
 
 
 def lines_without_wall(path: Path) -> list[str]:
@@ -63,11 +78,9 @@ def run(path, out, **kw):
     return run_scenario(load_scenario(path, **kw), out)
 
 
-def test_records_are_complete_and_deterministic(scenario_file, tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    rep = run(scenario_file, a)
+def test_records_are_complete_and_deterministic(scenario_file, reference, tmp_path):
+    a, b = reference, tmp_path / "b"
     run(scenario_file, b)
-    assert rep.total == rep.written == 2 * 2 * 3 and rep.errors == 0
     assert lines_without_wall(a / "results.jsonl") == lines_without_wall(b / "results.jsonl")
     recs = read_records(a / "results.jsonl")
     r = recs[0]
@@ -96,15 +109,14 @@ def test_records_are_complete_and_deterministic(scenario_file, tmp_path):
     assert "numpy" in prov["packages"] and "hardware" in prov
 
 
-def test_common_random_numbers_and_seed_changes_results(scenario_file, tmp_path):
+def test_common_random_numbers_and_seed_changes_results(scenario_file, reference, tmp_path):
     g1, g2 = transmission_rng(5, 1, 0, "coffee"), transmission_rng(5, 1, 0, "coffee")
     assert g1.random() == g2.random()
     assert transmission_rng(5, 1, 0, "coffee").random() != transmission_rng(5, 1, 1, "coffee").random()
-    run(scenario_file, tmp_path / "a")
     run(scenario_file, tmp_path / "b", seed=6)
-    assert lines_without_wall(tmp_path / "a" / "results.jsonl") != lines_without_wall(tmp_path / "b" / "results.jsonl")
+    assert lines_without_wall(reference / "results.jsonl") != lines_without_wall(tmp_path / "b" / "results.jsonl")
     # first-pass losses are the same for every policy of a group
-    recs = read_records(tmp_path / "a" / "results.jsonl")
+    recs = read_records(reference / "results.jsonl")
     groups = {}
     for r in recs:
         groups.setdefault((r["point"], r["image"]), set()).add(r["missing_share"] if r["policy"] != "resend"
@@ -112,9 +124,8 @@ def test_common_random_numbers_and_seed_changes_results(scenario_file, tmp_path)
     assert all(len(v - {None}) == 1 for v in groups.values())
 
 
-def test_interrupt_then_resume_gives_the_uninterrupted_file(scenario_file, tmp_path, monkeypatch):
-    ref = tmp_path / "ref"
-    run(scenario_file, ref)
+def test_interrupt_then_resume_gives_the_uninterrupted_file(scenario_file, reference, tmp_path, monkeypatch):
+    ref = reference
     out = tmp_path / "out"
     real = engine.transmit
     calls = {"n": 0}
@@ -138,9 +149,8 @@ def test_interrupt_then_resume_gives_the_uninterrupted_file(scenario_file, tmp_p
     assert rep.written == 0 and rep.skipped == 12
 
 
-def test_torn_last_line_is_dropped_on_resume(scenario_file, tmp_path):
-    out = tmp_path / "out"
-    run(scenario_file, out)
+def test_torn_last_line_is_dropped_on_resume(scenario_file, reference, tmp_path):
+    out = copy_of(reference, tmp_path / "out")
     full = (out / "results.jsonl").read_text()
     lines = full.splitlines(keepends=True)
     (out / "results.jsonl").write_text("".join(lines[:4]) + lines[4][:30])
@@ -173,9 +183,8 @@ def test_a_failing_image_is_logged_recorded_and_retried(scenario_file, tmp_path,
     assert {r["n"] for r in summarize(out / "results.jsonl") if r["metric"] == "psnr"} == {2}
 
 
-def test_other_scenario_in_the_same_folder_is_refused(scenario_file, tmp_path):
-    out = tmp_path / "out"
-    run(scenario_file, out)
+def test_other_scenario_in_the_same_folder_is_refused(scenario_file, reference, tmp_path):
+    out = copy_of(reference, tmp_path / "out")
     with pytest.raises(ConfigError, match="different scenario"):
         run(scenario_file, out, overrides=["link.delay_s=0.5"])
 
