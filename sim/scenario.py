@@ -249,7 +249,7 @@ class PolicyConfig:
 
     name: str
     kind: str
-    policy: Any = field(compare=True)
+    policy: Any
 
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, **_fields(self.policy, skip=("kind", "name"))}
