@@ -148,9 +148,12 @@ def _glance(data, crossovers, st) -> list:
     for c in crossovers:
         if c.metric == "ssim_per_kB":  # in the tables; the glance keeps PSNR per kB and latency
             continue
+        where = f" ({data.facet_label(c.facet)})" if data.facet_keys else ""
+        if c.status == "no_data":
+            items.append(f"**{c.criterion}**{where}: no paired records of `{c.challenger}` and `{c.baseline}` yet.")
+            continue
         inter, conf = _crossover_text(data, c)
         last = c.last()
-        where = f" ({data.facet_label(c.facet)})" if data.facet_keys else ""
         by = (f" At {data.axis_key or 'loss'} = {_x(data, last['x'])}: {c.challenger} {_val(c, last['a'], None, None)}"
               f" vs {c.baseline} {_val(c, last['b'], None, None)} {'ms' if c.unit == 's' else c.unit}, "
               f"paired difference {_diff(c, last)}." if last else "")
@@ -197,6 +200,8 @@ def _crossover_blocks(data, crossovers) -> list:
     for c in crossovers:
         groups.setdefault((c.facet, c.challenger, c.baseline), []).append(c)
     for (facet, ch, base), cs in groups.items():
+        if not any(c.rows for c in cs):
+            continue
         title = f"{ch} vs {base}" + (f", {data.facet_label(facet)}" if data.facet_keys else "")
         blocks.append(("p", f"**{title}** — each policy's value [95 % CI] per "
                             f"{data.axis_key or 'measured loss share'}, and the paired difference [95 % CI] "

@@ -163,7 +163,7 @@ def crossover_figure(data, crossovers, path):
 
     crits = []
     for c in crossovers:
-        if c.criterion not in crits and not c.metric.startswith("ssim"):
+        if c.rows and c.criterion not in crits and not c.metric.startswith("ssim"):
             crits.append(c.criterion)
     if not crits:
         return None
