@@ -21,6 +21,11 @@ Failure on one transmission (any exception other than Ctrl-C) is logged as one l
 naming the image, policy and error, written as an ``error`` record, and the run goes on;
 error records are retried by the next run of the same scenario.
 
+Example images (for the report, which decodes nothing): after each group's batched decode,
+:func:`reports.examples.save_examples` writes the groups it keeps (repeat 0 of the first
+image) under ``out/examples/``. They are artifacts, not records: nothing in
+``results.jsonl`` depends on them, and a group recomputed on resume writes the same bytes.
+
 Caches: images per (source, name, size); the encoded latent per (image, model); the
 quantized/entropy-coded latent and the loss-free decode per (image, codec config); the
 packets (``sim.packets.packetize``) per (image, codec config, packetizer, link packet
@@ -70,7 +75,7 @@ class RunReport:
     wall_s: float = 0.0       # whole call
     transmit_s: float = 0.0   # inside sim.engine.transmit
     stages: dict = field(default_factory=dict)  # wall seconds per stage (load, prepare = encode +
-    #   loss-free decode, packetize, transmit, decode, metrics, write)
+    #   loss-free decode, packetize, transmit, decode, examples, metrics, write)
 
 
 def transmission_rng(seed: int, point: int, repeat: int, image: str) -> np.random.Generator:
@@ -258,12 +263,15 @@ def _key(point: int, repeat: int, image: str, policy: str) -> list:
 
 
 def _run_group(cache: _Cache, scenario: Scenario, point, repeat: int, image_id: int, name: str,
-               image: np.ndarray, stages: dict) -> list[dict]:
+               image: np.ndarray, stages: dict, out: Path | None = None) -> list[dict]:
     """The records of one (point, repeat, image): every policy, in policy order.
 
     Failures are caught per transmission and come back as ``error`` records (no
-    measurements); Ctrl-C propagates. Adds wall seconds per stage to ``stages``.
+    measurements); Ctrl-C propagates. Adds wall seconds per stage to ``stages``. With
+    ``out``, the group's example images go to ``out/examples/`` (only the groups
+    :func:`reports.examples.save_examples` keeps; artifacts, not records).
     """
+    from reports.examples import save_examples
     from sim import engine
 
     sc = point.scenario
@@ -321,7 +329,15 @@ def _run_group(cache: _Cache, scenario: Scenario, point, repeat: int, image_id: 
         decode_s.update({i: dt / len(todo) for i in todo})
         stages["decode"] += dt
 
-    # 3. score and make the records
+    # 3. example images for the report (rewritten with the same bytes when a group is recomputed)
+    if out is not None and reference is not None:
+        t0 = time.perf_counter()
+        save_examples(out, point.index, repeat, image_id, name, image, reference["image"],
+                      [(pol.name, t, decoded[i]) for i, (pol, (t, _, _)) in enumerate(zip(sc.policies, sent))
+                       if t is not None])
+        stages["examples"] += time.perf_counter() - t0
+
+    # 4. score and make the records
     records = []
     for i, (pol, (t, transmit_s, err)) in enumerate(zip(sc.policies, sent)):
         rec = {"key": _key(point.index, repeat, name, pol.name), "point": point.index, "repeat": repeat,
@@ -399,7 +415,8 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
     out = Path(out if out is not None else scenario.out)
     out.mkdir(parents=True, exist_ok=True)
     report = RunReport(out=out)
-    stages = {k: 0.0 for k in ("load", "prepare", "packetize", "transmit", "decode", "metrics", "write")}
+    stages = {k: 0.0 for k in ("load", "prepare", "packetize", "transmit", "decode", "examples", "metrics",
+                               "write")}
     resolved = scenario.to_yaml()
     done = {json.dumps(r.get("key")) for r in _check_out(out, resolved) if "error" not in r}
 
@@ -435,7 +452,7 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
                     # the whole group is recomputed (same batched decode as an uninterrupted
                     # run); only its missing records are written
                     for key, rec in zip(keys, _run_group(cache, scenario, point, repeat, image_id, name,
-                                                         image, stages)):
+                                                         image, stages, out)):
                         if key in done:
                             continue
                         t0 = time.perf_counter()

@@ -78,6 +78,10 @@ def run(path, out, **kw):
     return run_scenario(load_scenario(path, **kw), out)
 
 
+def example_files(out: Path) -> dict:
+    return {str(f.relative_to(out)): f.read_bytes() for f in sorted((out / "examples").rglob("*.png"))}
+
+
 def test_records_are_complete_and_deterministic(scenario_file, reference, tmp_path):
     a, b = reference, tmp_path / "b"
     run(scenario_file, b)
@@ -107,6 +111,11 @@ def test_records_are_complete_and_deterministic(scenario_file, reference, tmp_pa
     prov = json.loads((a / "provenance.json").read_text())["runs"][0]
     assert prov["seed"] == 5 and prov["codecs"][0]["training"] == {"note": "random, for tests"}
     assert "numpy" in prov["packages"] and "hardware" in prov
+    # example images of repeat 0 of the first image, every point (artifacts: not in the records)
+    assert sorted(example_files(a)) == sorted(f"examples/point{p:04d}/astronaut/{f}.png" for p in (0, 1) for f in
+                                              ("original", "received", "policy-resend", "policy-complement",
+                                               "policy-none"))
+    assert example_files(a) == example_files(b)
 
 
 def test_common_random_numbers_and_seed_changes_results(scenario_file, reference, tmp_path):
@@ -145,6 +154,7 @@ def test_interrupt_then_resume_gives_the_uninterrupted_file(scenario_file, refer
     rep = run(scenario_file, out)
     assert rep.skipped == 3 and rep.written == 9
     assert lines_without_wall(out / "results.jsonl") == lines_without_wall(ref / "results.jsonl")
+    assert example_files(out) == example_files(ref)  # same files, same bytes
     rep = run(scenario_file, out)  # nothing left to do
     assert rep.written == 0 and rep.skipped == 12
 
