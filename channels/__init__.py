@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 
 from channels.awgn import AWGN
-from channels.base import Channel, ChannelState, as_config, build
+from channels.base import Channel, ChannelState, as_config, build, run_lengths
 from channels.bernoulli import Bernoulli
 from channels.bsc import BSC
 from channels.gilbert_elliott import GilbertElliott
@@ -23,7 +23,7 @@ from channels.trace import Trace
 from sim.errors import ConfigError
 
 __all__ = [
-    "CHANNELS", "make_channel", "make_link", "as_config", "Channel", "ChannelState",
+    "CHANNELS", "make_channel", "make_link", "as_config", "run_lengths", "Channel", "ChannelState",
     "Bernoulli", "GilbertElliott", "Trace", "BSC", "AWGN", "Link",
 ]
 

@@ -26,7 +26,7 @@ import numpy as np
 from sim.errors import ConfigError
 
 __all__ = [
-    "Channel", "ChannelState", "as_config", "build", "erase", "check_rng",
+    "Channel", "ChannelState", "as_config", "build", "erase", "run_lengths", "check_rng",
     "check_real", "check_probability", "check_int", "check_bool", "check_path",
 ]
 
@@ -92,6 +92,28 @@ def check_rng(rng) -> np.random.Generator:
 def erase(payloads: list[bytes], lost: np.ndarray) -> list[bytes]:
     """``payloads`` with ``b""`` in place of each lost packet."""
     return [b"" if gone else data for data, gone in zip(payloads, lost.tolist())]
+
+
+def run_lengths(lost) -> dict[str, int]:
+    """Histogram of the runs of consecutive losses in a loss pattern.
+
+    Parameters
+    ----------
+    lost : array-like of bool, shape (n,)
+        True = lost, in wire order (e.g. the ``lost`` flags of every burst, concatenated).
+
+    Returns
+    -------
+    dict
+        ``{"m": count}``: how many maximal runs of exactly m consecutive losses (keys as
+        JSON writes them, in increasing m; ``{}`` when nothing is lost). This is the
+        ``loss_runs`` record field (``docs/engine.md``).
+    """
+    x = np.concatenate(([0], np.asarray(lost, dtype=np.int8).ravel(), [0]))
+    d = np.diff(x)
+    lengths = np.flatnonzero(d == -1) - np.flatnonzero(d == 1)
+    vals, counts = np.unique(lengths, return_counts=True)
+    return {str(int(v)): int(c) for v, c in zip(vals, counts)}
 
 
 def _number(where: str, value) -> float:

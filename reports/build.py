@@ -277,11 +277,12 @@ def _channel_blocks(data, st) -> list:
             best = None
             for pol in data.policies:
                 m = merge_runs(by.get((p.index, pol), []))
-                if m and (best is None or sum(m.values()) > sum(best[1].values())):
+                if m is not None and (best is None or sum(m.values()) > sum(best[1].values())):
                     best = (pol, m)
             if best is not None:
                 total = sum(best[1].values())
-                runs = f"{sum(k * v for k, v in best[1].items()) / total:.2f} ({total}, {best[0]})"
+                runs = (f"{sum(k * v for k, v in best[1].items()) / total:.2f} ({total}, {best[0]})" if total
+                        else "no losses")
             rows.append([_x(data, p.x)] + ([data.facet_label(facet)] if data.facet_keys else [])
                         + ["—" if th is None else f"{th:.4f}"]
                         + [_mean_ci(st.get(p.index, pol, "packet_loss_rate"), "packet_loss_rate")

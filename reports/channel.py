@@ -2,8 +2,9 @@
 
 Theory comes from the channel objects the resolved scenario describes (built with
 :func:`channels.make_channel`, nothing drawn from them); measurements come from the
-records: ``packets_lost / packets_sent`` and, where the records carry it, ``loss_runs``
-(``{"run length": count}`` of consecutive losses in wire order over all passes).
+records: ``packets_lost / packets_sent`` and ``loss_runs`` (``{"run length": count}`` of
+consecutive losses in wire order over all passes, logged by the engine with
+:func:`channels.base.run_lengths`; records of older runs may lack it).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import logging
 
 import numpy as np
 
-__all__ = ["point_channel", "theory_loss", "run_length_pmf", "run_lengths", "merge_runs"]
+from channels.base import run_lengths
+
+__all__ = ["point_channel", "theory_loss", "run_length_pmf", "merge_runs"]
 
 log = logging.getLogger(__name__)
 
@@ -97,19 +100,6 @@ def run_length_pmf(channel, n: int = 12, bits_per_packet: float | None = None) -
         total = sum(hist.values())
         return None if not total else np.array([hist.get(str(m), 0) / total for m in range(1, n + 1)])
     return None
-
-
-def run_lengths(lost) -> dict:
-    """``{"m": count}`` of runs of consecutive True in ``lost`` (keys as JSON would write them).
-
-    This is the ``loss_runs`` record field's format: the engine would call it on the loss
-    flags of every packet it sent, in wire order over all passes.
-    """
-    x = np.concatenate(([0], np.asarray(lost, dtype=np.int8), [0]))
-    d = np.diff(x)
-    lengths = np.flatnonzero(d == -1) - np.flatnonzero(d == 1)
-    vals, counts = np.unique(lengths, return_counts=True)
-    return {str(int(v)): int(c) for v, c in zip(vals, counts)}
 
 
 def merge_runs(records) -> dict[int, int] | None:

@@ -398,10 +398,12 @@ def channel_figure(data, st, path, max_hist=6):
                 ax.set_ylabel("share of runs")
             ax.legend(frameon=False, fontsize=6)
     if not any_runs:
-        notes.append("loss-run histograms: the records have no `loss_runs` field (the engine does not log "
-                     "run lengths yet), so only the loss rate is checked")
+        logged = any(isinstance(r.get("loss_runs"), dict) for r in data.records)
+        why = ("no packet was lost" if logged else
+               "the records have no `loss_runs` field (written before the engine logged it)")
+        notes.append(f"loss-run histograms: {why}, so only the loss rate is checked")
         if ncols == 1:
-            fig.text(0.5, 0.1, "loss-run histogram: the records have no loss_runs field", ha="center", fontsize=7)
+            fig.text(0.5, 0.1, f"loss-run histogram: {why.replace('`', '')}", ha="center", fontsize=7)
     _legend(fig, data, [Line2D([], [], color="black", ls="--", label="model")])
     _finish(fig, bottom=1.2, wspace=0.7)
     return _save(fig, path), notes

@@ -49,6 +49,7 @@ from functools import lru_cache
 import numpy as np
 import simpy
 
+from channels.base import run_lengths
 from sim.errors import ConfigError, LatentcastError
 from sim.packets import (
     HEADER, HEADER_BYTES, GEOMETRY_BYTES, PacketizerConfig, Packets, cell_groups, pack_feedback,
@@ -137,6 +138,7 @@ class _Session:
         self.c = dict(packets_sent=0, packets_lost=0, packets_corrupted=0, packets_discarded=0,
                       bytes_forward=0, bytes_reverse=0, nack_packets=0, ack_packets=0, rounds=0)
         self.first_lost_cells = 0
+        self.lost_flags: list[np.ndarray] = []  # each pass's loss flags, in wire order
         # receiver state
         self.known = None  # (image_id, total, n_header) learned from the first intact packet
         self.have: list[bool] = []
@@ -199,6 +201,7 @@ class _Session:
         c["rounds"] += 1
         c["packets_sent"] += len(seqs)
         c["packets_lost"] += int(lost.sum())
+        self.lost_flags.append(lost)
         c["bytes_forward"] += int(sizes.sum()) + self.hb * len(seqs)
         if c["rounds"] == 1:
             self.first_lost_cells = sum(len(pk.cells[s]) for s in seqs[lost].tolist() if pk.cells[s] is not None)
@@ -501,6 +504,7 @@ def transmit(codec, prep, *, image_id: int, packetizer: PacketizerConfig, link, 
         "data_packets": pk.total - pk.n_header,
         "packets_sent": k["packets_sent"],
         "packets_lost": k["packets_lost"],
+        "loss_runs": run_lengths(np.concatenate(s.lost_flags)),
         "packets_retransmitted": k["packets_sent"] - pk.total,
         "packets_corrupted": k["packets_corrupted"],
         "packets_discarded": k["packets_discarded"],

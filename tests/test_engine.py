@@ -95,6 +95,16 @@ def test_trace_resend_selective_repeat_exact():
     assert np.array_equal(t.latent, Prep(1, 1, 4).symbols.astype(np.float32))
 
 
+def test_loss_runs_span_passes_in_wire_order():
+    # wire order: 0 1 0 1 1 | 1 0 0 | 0 (passes: seqs 0-4, then NACKed 1, 3, 4, then 1):
+    # a run of 1 (seq 1), then seqs 3, 4 of pass 1 and seq 1 of pass 2: one run of 3
+    t = run("resend", ([0, 1, 0, 1, 1], [1, 0, 0], [0]))
+    assert t.stats["loss_runs"] == {"1": 1, "3": 1}
+    assert t.stats["packets_lost"] == 4 and t.stats["rounds"] == 3
+    assert run("none", ([0, 1, 0, 1, 1],)).stats["loss_runs"] == {"1": 1, "2": 1}
+    assert run("none", ([0, 0, 0, 0, 0],)).stats["loss_runs"] == {}
+
+
 def test_trace_gap_detection_decides_at_last_arrival():
     trace = []
     t = run("none", ([0, 0, 1, 0, 0],), trace)

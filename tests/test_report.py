@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from reports.analysis import build_stats, crossover, find_crossovers, median_ci, quantile
-from reports.channel import point_channel, run_length_pmf, run_lengths, theory_loss
+from channels.base import run_lengths
+from reports.channel import point_channel, run_length_pmf, theory_loss
 from reports.data import derived_fields, load_report_data, read_records_lenient
 from reports.examples import HOLE_RGB, find_examples, save_examples
 
