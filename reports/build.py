@@ -367,7 +367,7 @@ def build_report(out: str | Path, formats=FORMATS) -> dict:
     st = build_stats(data)
     crossovers = find_crossovers(data, st)
     written: dict = {}
-    write_summary(data.records, out / SUMMARY_FILE)
+    write_summary(data.records, out / SUMMARY_FILE)  # what the runner writes: same function, same records
     written["summary"] = out / SUMMARY_FILE
 
     from reports.figures import make_figures

@@ -2,17 +2,18 @@
 the provenance, organised by sweep point, policy and facet.
 
 Nothing here simulates: every number comes from the files in the output folder.
-``results.jsonl`` is read line by line; a line that is not a JSON object is skipped with a
-warning naming its line number (:func:`read_records_lenient`), where
-:func:`sim.results.read_records` would refuse the whole file. The report then marks what is
-missing against what the resolved scenario planned (points × repeats × images per policy).
+``results.jsonl`` is read with ``sim.results.read_records(skip_bad=True)``: a line that is
+not a record is skipped with a warning naming ``results.jsonl:LINE`` (and listed in the
+report) instead of failing. Each record gets the derived metrics of
+:func:`sim.results.derived_fields` (the same ones ``summary.csv`` has). The report then marks
+what is missing against what the resolved scenario planned (points × repeats × images per
+policy).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +21,9 @@ from pathlib import Path
 import yaml
 
 from sim.errors import InputError
-from sim.results import RESULTS_FILE, latest_records
+from sim.results import RESULTS_FILE, derived_fields, latest_records, read_records
 
-__all__ = ["ReportData", "PointInfo", "read_records_lenient", "load_report_data", "derived_fields",
-           "LOSS_AXIS_KEYS", "fmt_value"]
-
-log = logging.getLogger(__name__)
+__all__ = ["ReportData", "PointInfo", "load_report_data", "LOSS_AXIS_KEYS", "fmt_value"]
 
 RESOLVED_FILE = "scenario.resolved.yaml"  # as sim.runner writes them
 PROVENANCE_FILE = "provenance.json"
@@ -33,68 +31,6 @@ PROVENANCE_FILE = "provenance.json"
 # swept channel parameters that can serve as the report's x axis, in order of preference
 LOSS_AXIS_KEYS = ("channel.loss", "channel.ber", "channel.ebn0_db", "channel.snr_db",
                   "channel.p", "channel.r", "channel.k", "channel.h")
-
-
-def read_records_lenient(path: str | Path) -> tuple[list[dict], list[tuple[int, str]]]:
-    """Records of a results file in file order, and ``[(line number, reason)]`` of skipped lines.
-
-    Unlike :func:`sim.results.read_records`, a corrupt line anywhere is skipped (with a
-    logged warning naming ``file:line``) instead of failing; a missing file gives no records.
-    """
-    path = Path(path)
-    if not path.exists():
-        return [], []
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise InputError(f"{path}: cannot read the results file ({err.__class__.__name__})") from None
-    records, skipped = [], []
-    lines = data.split(b"\n")
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw.decode("utf-8"))
-            if not isinstance(rec, dict):
-                raise ValueError("not an object")
-        except (ValueError, UnicodeDecodeError):
-            cut = number == len(lines)
-            reason = "cut short (last line, run interrupted?)" if cut else "not a JSON object"
-            log.warning("%s:%d: skipped: %s", path, number, reason)
-            skipped.append((number, reason))
-            continue
-        if "key" not in rec or "policy" not in rec or "point" not in rec:
-            log.warning("%s:%d: skipped: record without key/point/policy", path, number)
-            skipped.append((number, "record without key/point/policy"))
-            continue
-        records.append(rec)
-    return records, skipped
-
-
-def derived_fields(rec: dict) -> dict:
-    """Per-record numbers the report adds (see docs/reports.md); ``None`` where undefined.
-
-    ``wire_bytes`` = bytes_forward + bytes_reverse; ``overhead`` = wire_bytes / first-pass
-    forward bytes − 1, the first pass being bytes_forward − bytes_retransmitted (what a
-    loss-free transfer sends); ``psnr_per_kB`` / ``ssim_per_kB`` = quality / (wire_bytes / 1000);
-    ``packet_loss_rate`` = packets_lost / packets_sent.
-    """
-    def num(k):
-        v = rec.get(k)
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-    out = {}
-    fwd, rev, re_ = num("bytes_forward"), num("bytes_reverse"), num("bytes_retransmitted")
-    wire = fwd + rev if fwd is not None and rev is not None else None
-    out["wire_bytes"] = wire
-    first = fwd - re_ if fwd is not None and re_ is not None else None
-    out["overhead"] = wire / first - 1.0 if wire is not None and first else None
-    for q in ("psnr", "ssim"):
-        v = num(q)
-        out[f"{q}_per_kB"] = v / (wire / 1000.0) if v is not None and wire else None
-    lost, sent = num("packets_lost"), num("packets_sent")
-    out["packet_loss_rate"] = lost / sent if lost is not None and sent else None
-    return {k: v for k, v in out.items() if k not in rec}
 
 
 @dataclass
@@ -209,7 +145,8 @@ def load_report_data(out: str | Path) -> ReportData:
     if not out.is_dir():
         raise InputError(f"{out}: not a folder (expected a run's output folder with {RESULTS_FILE})")
     notes: list[str] = []
-    raw, skipped = read_records_lenient(out / RESULTS_FILE)
+    skipped: list[tuple[int, str]] = []
+    raw = read_records(out / RESULTS_FILE, skip_bad=True, skipped=skipped)
     scenario, scenario_text = _load_yaml(out / RESOLVED_FILE, notes)
     if not raw and scenario is None:
         raise InputError(f"{out}: no records in {RESULTS_FILE} and no {RESOLVED_FILE}; nothing to report")

@@ -8,7 +8,9 @@ marks a transmission that failed (no metrics); a later record with the same ``ke
 supersedes it. See ``docs/scenario.md`` for every field.
 
 :func:`summarize` turns a results file into ``summary.csv`` rows: mean, standard deviation
-and a Student-t 95 % confidence interval of every numeric field per sweep point × policy.
+and a Student-t 95 % confidence interval of every numeric field, and of the derived metrics
+of :func:`derived_fields`, per sweep point × policy. The runner and the report both write
+``summary.csv`` with :func:`write_summary`, so the two agree.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -25,9 +28,12 @@ import numpy as np
 from sim.errors import InputError
 
 __all__ = [
-    "RESULTS_FILE", "SUMMARY_FILE", "IDENTITY_KEYS", "SUMMARY_COLUMNS", "record_line",
-    "ResultsWriter", "read_records", "latest_records", "summarize", "write_summary", "numeric_fields",
+    "RESULTS_FILE", "SUMMARY_FILE", "IDENTITY_KEYS", "SUMMARY_COLUMNS", "DERIVED_FIELDS", "record_line",
+    "ResultsWriter", "read_records", "latest_records", "derived_fields", "summarize", "write_summary",
+    "numeric_fields",
 ]
+
+log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.csv"
@@ -36,6 +42,10 @@ IDENTITY_KEYS = ("key", "point", "repeat", "image", "image_id", "policy", "polic
                  "sweep", "seed", "error", "wall")
 SUMMARY_COLUMNS = ("point", "policy", "metric", "n", "n_null", "mean", "std", "ci95",
                    "ci95_low", "ci95_high")
+# fields every record must have (identity of the transmission)
+RECORD_KEYS = ("key", "point", "policy")
+# per-record metrics computed from the logged fields (derived_fields), summarised like them
+DERIVED_FIELDS = ("wire_bytes", "overhead", "psnr_per_kB", "ssim_per_kB", "packet_loss_rate")
 
 
 def _plain(value):
@@ -84,12 +94,22 @@ class ResultsWriter:
         self.close()
 
 
-def read_records(path: str | Path, *, repair: bool = False) -> list[dict]:
+def read_records(path: str | Path, *, repair: bool = False, skip_bad: bool = False,
+                 skipped: list | None = None) -> list[dict]:
     """All records of a results file, in file order.
 
+    A record is a JSON object with at least ``key``, ``point`` and ``policy``, one per line.
     A last line cut short (a run killed while writing it) is ignored; with ``repair=True``
-    it is also removed from the file, so that appending can go on. Any other line that is
-    not a JSON object is an :class:`InputError` naming the file and line.
+    it is also removed from the file, so that appending can go on. Any other bad line is an
+    :class:`InputError` naming the file and line, unless ``skip_bad``.
+
+    Parameters
+    ----------
+    path : path — the results file; a missing file has no records
+    repair : bool — drop a torn last line from the file (and finish a last line without newline)
+    skip_bad : bool — skip every bad line (the torn last line included) with a warning on
+        this module's logger naming ``path:LINE`` and the reason, instead of failing
+    skipped : list, optional — with ``skip_bad``, gets ``(line number, reason)`` per skipped line
     """
     path = Path(path)
     if not path.exists():
@@ -102,6 +122,7 @@ def read_records(path: str | Path, *, repair: bool = False) -> list[dict]:
     for number, raw in enumerate(lines, start=1):
         last = number == len(lines)
         if raw.strip():
+            reason = None
             try:
                 rec = json.loads(raw.decode("utf-8"))
                 if not isinstance(rec, dict):
@@ -111,12 +132,26 @@ def read_records(path: str | Path, *, repair: bool = False) -> list[dict]:
                     if repair:  # a torn last line: drop it
                         with open(path, "r+b") as fh:
                             fh.truncate(pos)
-                    break
-                raise InputError(f"{path}:{number}: not a results record (JSON object per line)") from None
-            if last and repair:  # complete record without its newline: finish the line
-                with open(path, "ab") as fh:
-                    fh.write(b"\n")
-            records.append(rec)
+                    if not skip_bad:
+                        break
+                    reason = "cut short (last line, run interrupted?)"
+                else:
+                    reason = "not a JSON object"
+            else:
+                if not all(k in rec for k in RECORD_KEYS):
+                    reason = "record without key/point/policy"
+            if reason is not None:
+                if not skip_bad:
+                    raise InputError(f"{path}:{number}: not a results record ({reason}; expected a JSON "
+                                     f"object with key, point and policy per line)") from None
+                log.warning("%s:%d: skipped: %s", path, number, reason)
+                if skipped is not None:
+                    skipped.append((number, reason))
+            else:
+                if last and repair:  # complete record without its newline: finish the line
+                    with open(path, "ab") as fh:
+                        fh.write(b"\n")
+                records.append(rec)
         pos += len(raw) + 1
     return records
 
@@ -130,6 +165,41 @@ def latest_records(records: list[dict]) -> list[dict]:
         first.setdefault(k, i)
         last[k] = rec
     return [last[k] for k in sorted(first, key=first.get)]
+
+
+def derived_fields(rec: dict) -> dict:
+    """Per-record metrics computed from a record's logged fields (``DERIVED_FIELDS``).
+
+    ``wire_bytes`` = bytes_forward + bytes_reverse (packets + link ``header_bytes``, both
+    directions); ``overhead`` = wire_bytes / first-pass forward bytes − 1, the first pass
+    being bytes_forward − bytes_retransmitted (what a loss-free transfer sends);
+    ``psnr_per_kB`` / ``ssim_per_kB`` = psnr (ssim) against the original / (wire_bytes / 1000);
+    ``packet_loss_rate`` = packets_lost / packets_sent (all passes).
+
+    Returns the fields the record does not already have. A field is ``None`` where it is
+    undefined (a null input, a division by zero) and left out where an input field is absent.
+    """
+    def num(k):
+        v = rec.get(k)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    out = {}
+    if "bytes_forward" in rec and "bytes_reverse" in rec:
+        fwd, rev = num("bytes_forward"), num("bytes_reverse")
+        wire = fwd + rev if fwd is not None and rev is not None else None
+        out["wire_bytes"] = wire
+        if "bytes_retransmitted" in rec:
+            re_ = num("bytes_retransmitted")
+            first = fwd - re_ if fwd is not None and re_ is not None else None
+            out["overhead"] = wire / first - 1.0 if wire is not None and first else None
+        for q in ("psnr", "ssim"):
+            if q in rec:
+                v = num(q)
+                out[f"{q}_per_kB"] = v / (wire / 1000.0) if v is not None and wire else None
+    if "packets_lost" in rec and "packets_sent" in rec:
+        lost, sent = num("packets_lost"), num("packets_sent")
+        out["packet_loss_rate"] = lost / sent if lost is not None and sent else None
+    return {k: v for k, v in out.items() if k not in rec}
 
 
 def numeric_fields(record: dict, *, wall: bool = True) -> dict:
@@ -177,10 +247,11 @@ def summarize(source, *, wall: bool = True) -> list[dict]:
     of the Student-t 95 % interval of the mean, ``t_{0.975, n−1} · std / √n``),
     ``ci95_low``, ``ci95_high``. Statistics need n ≥ 1 (mean) or n ≥ 2 (std, CI); missing
     ones are empty. Failed transmissions (``error`` records) are left out; the last record
-    per key counts.
+    per key counts. Metrics are the records' numeric fields and their
+    :func:`derived_fields` (a field a record already has is kept).
     """
     records = read_records(source) if isinstance(source, (str, os.PathLike)) else list(source)
-    records = [r for r in latest_records(records) if "error" not in r]
+    records = [{**r, **derived_fields(r)} for r in latest_records(records) if "error" not in r]
     sweep_keys: list[str] = []
     groups: dict = {}
     policy_order: dict = {}

@@ -19,8 +19,10 @@ import pytest
 from reports.analysis import build_stats, crossover, find_crossovers, median_ci, quantile
 from channels.base import run_lengths
 from reports.channel import point_channel, run_length_pmf, theory_loss
-from reports.data import derived_fields, load_report_data, read_records_lenient
+from reports.data import load_report_data
 from reports.examples import HOLE_RGB, find_examples, save_examples
+from sim.errors import InputError
+from sim.results import derived_fields, read_records
 
 DATA = Path(__file__).parent / "data" / "report"
 T5 = 2.5705818366147395  # Student t, 0.975 quantile, 5 degrees of freedom
@@ -121,6 +123,7 @@ def test_derived_fields():
     assert d == pytest.approx({"wire_bytes": 1250.0, "overhead": 0.25, "psnr_per_kB": 20.0, "ssim_per_kB": None,
                                "packet_loss_rate": 0.25})
     assert derived_fields({"psnr": 30.0, "wire_bytes": 7}).get("wire_bytes") is None  # a logged field wins
+    assert derived_fields({"key": [0], "point": 0, "policy": "a", "psnr": 30.0}) == {}  # inputs absent: no field
 
 
 # ---------------------------------------------------------------------- channel theory
@@ -216,7 +219,7 @@ def test_partial_and_corrupt_run_via_cli(handmade, caplog):
     keep.insert(4, '{"this is": not json')
     keep.append('{"key": [0, 0, "a", "resend"], "point": 0')                              # cut short
     (handmade / "results.jsonl").write_text("\n".join(keep))
-    with caplog.at_level(logging.WARNING, logger="reports.data"):
+    with caplog.at_level(logging.WARNING, logger="sim.results"):
         assert main(["report", str(handmade), "--format", "md"]) == 0
     assert f"{handmade / 'results.jsonl'}:5: skipped: not a JSON object" in caplog.text
     assert not (handmade / "report.html").exists()
@@ -235,13 +238,21 @@ def test_cli_refuses_a_missing_folder(tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
 
 
-def test_read_records_lenient_keeps_good_lines(tmp_path):
+def test_read_records_skip_bad_keeps_good_lines(tmp_path, caplog):
     f = tmp_path / "results.jsonl"
     f.write_text('{"key": [0], "point": 0, "policy": "a"}\n[1, 2]\n\n{"no": "key"}\n'
-                 '{"key": [1], "point": 0, "policy": "a"}\n')
-    recs, skipped = read_records_lenient(f)
+                 '{"key": [1], "point": 0, "policy": "a"}\n{"key": [2], "po')
+    skipped = []
+    with caplog.at_level(logging.WARNING, logger="sim.results"):
+        recs = read_records(f, skip_bad=True, skipped=skipped)
     assert [r["key"] for r in recs] == [[0], [1]]
-    assert skipped == [(2, "not a JSON object"), (4, "record without key/point/policy")]
+    assert skipped == [(2, "not a JSON object"), (4, "record without key/point/policy"),
+                       (6, "cut short (last line, run interrupted?)")]
+    assert f"{f}:2: skipped: not a JSON object" in caplog.text and f"{f}:6: skipped: cut short" in caplog.text
+    with pytest.raises(InputError, match=r"results.jsonl:2: not a results record"):
+        read_records(f)                                              # strict: the first bad line fails
+    f.write_text('{"key": [0], "point": 0, "policy": "a"}\n{"key": [2], "po')
+    assert [r["key"] for r in read_records(f)] == [[0]]              # strict: a torn last line is ignored
 
 
 # ---------------------------------------------------------------------------- examples
@@ -292,3 +303,9 @@ def test_run_with_report_flag(tmp_path):
     md = (out / "report.md").read_text(encoding="utf-8")
     assert (out / "report.html").exists() and "complete: all 8 planned records" in md
     assert "| 0.3 | complement | 2 |" in md and (out / "figures" / "crossover.png").exists()
+    # one summary.csv: the report rewrote the runner's with the same function and records
+    from sim.results import write_summary
+
+    write_summary(out / "results.jsonl", tmp_path / "runner.csv")
+    summary = (out / "summary.csv").read_text()
+    assert summary == (tmp_path / "runner.csv").read_text() and ",complement,psnr_per_kB," in summary

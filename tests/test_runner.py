@@ -212,6 +212,7 @@ def test_cli_run_writes_outputs_and_summary_regenerates(scenario_file, tmp_path,
     assert (tmp_path / "again.csv").read_text() == before
     header = before.splitlines()[0].split(",")
     assert header[:3] == ["point", "channel.loss", "policy"] and "ci95_low" in header
+    assert ",resend,psnr_per_kB," in before and ",none,packet_loss_rate," in before  # derived metrics
 
 
 def test_cli_bad_image_is_one_line(tmp_path, weights, capsys):
