@@ -92,3 +92,95 @@ def hf_offline(monkeypatch, tmp_path):
     monkeypatch.setattr(socket.socket, "connect", refuse_connect)
     monkeypatch.setattr(socket, "getaddrinfo", refuse_lookup)
     yield attempts, cache
+
+
+# -- complement (EEN + latent UNet + ControlNets): tiny seeded random models ---------------------
+
+def _wake_controlnet(net) -> None:
+    """Give a fresh ControlNet non-zero 'zero convolutions' so its residuals (and its control image) matter."""
+    zero_convs = [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]
+    for conv in zero_convs:
+        torch.nn.init.normal_(conv.weight, std=0.05)
+
+
+@pytest.fixture(scope="session")
+def random_tiny_codec():
+    """A :class:`~sim.codec.Codec` around a seeded random ``TinyAutoencoder`` (stride 8), 6-bit uniform + range."""
+    from sim.codec import Codec
+    from sim.codec.entropy import make_entropy_coder
+    from sim.codec.quantizers import make_quantizer
+    from sim.codec.tiny import TinyModel
+    from sim.codec.tiny_net import TinyAutoencoder
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = TinyAutoencoder(widths=(8, 8, 8))
+    return Codec(TinyModel(net, scaling_factor=0.5), make_quantizer("uniform", bits=6), make_entropy_coder("range"))
+
+
+@pytest.fixture(scope="session")
+def tiny_complement_dir(tmp_path_factory):
+    """A seeded random ``tiny`` complement weight set (the shipped architecture) saved as a folder.
+
+    UNet + one [edges, inpaint] ControlNet with woken zero convolutions, a random null
+    embedding, and a small random EEN (width 8, ×8).
+    """
+    from sim.complement.een import EdgeEstimationNetwork, save_een
+    from sim.complement.models import SD15_SCHEDULER, ControlSpec, save_weight_set, tiny_controlnet, tiny_unet
+
+    folder = tmp_path_factory.mktemp("tiny-complement")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        unet = tiny_unet()
+        controlnet = tiny_controlnet(unet)
+        _wake_controlnet(controlnet)
+        null = torch.randn(1, 1, unet.config.cross_attention_dim)
+        een = EdgeEstimationNetwork(width=8, upscale=8)
+    save_een(een, folder / "een.safetensors", {"codec": "tiny", "scaling_factor": 0.5})
+    save_weight_set(folder, unet, [ControlSpec(controlnet, ("edges", "inpaint"))], null, SD15_SCHEDULER,
+                    {"note": "random test weights"})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_sd15_dirs(tmp_path_factory):
+    """SD-1.5-shaped tiny random models on disk, as diffusers' tests build them (stride 2).
+
+    ``{"unet": pipeline folder with unet/ + scheduler/, "inpaint": ControlNet folder,
+    "canny": ControlNet folder, "empty_prompt": (1, 77, 32) safetensors, "een": EEN ×2}``.
+    """
+    import json
+
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    from sim.complement.een import EdgeEstimationNetwork, save_een
+    from sim.complement.models import SD15_SCHEDULER, save_prompt_embeds
+
+    root = tmp_path_factory.mktemp("tiny-sd15")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+        )
+        nets = {}
+        for kind in ("inpaint", "canny"):
+            nets[kind] = ControlNetModel(
+                block_out_channels=(32, 64), layers_per_block=2, in_channels=4,
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), cross_attention_dim=32,
+                conditioning_embedding_out_channels=(16, 32),
+            )
+            _wake_controlnet(nets[kind])
+        prompt = torch.randn(1, 77, 32)
+        een = EdgeEstimationNetwork(width=8, upscale=2)
+    unet.save_pretrained(root / "pipeline" / "unet", safe_serialization=True)
+    (root / "pipeline" / "scheduler").mkdir()
+    (root / "pipeline" / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps({"_class_name": "PNDMScheduler", **SD15_SCHEDULER}))
+    for kind, net in nets.items():
+        net.save_pretrained(root / kind, safe_serialization=True)
+    save_prompt_embeds(root / "empty_prompt.safetensors", prompt)
+    save_een(een, root / "een.safetensors", {"codec": "sd-vae", "scaling_factor": 0.18215})
+    return {"unet": root / "pipeline", "inpaint": root / "inpaint", "canny": root / "canny",
+            "empty_prompt": root / "empty_prompt.safetensors", "een": root / "een.safetensors"}

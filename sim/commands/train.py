@@ -1,20 +1,30 @@
-"""``latentcast train codec``: reproduce the shipped tiny codec's training recipe."""
+"""``latentcast train codec|een|diffusion``: reproduce the shipped tiny models' training recipes."""
 
 from __future__ import annotations
 
 import argparse
 
 NAME = "train"
-HELP = "train a shipped model (codec) from a folder of images; resumes from --out's checkpoint"
+HELP = ("train a shipped model (codec, EEN, latent UNet + ControlNet) from a folder of images; "
+        "resumes from --out's checkpoint")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["codec"], help="which model to train")
+    p.add_argument("what", choices=["codec", "een", "diffusion"],
+                   help="codec: the tiny autoencoder; een: the Edge Estimation Network for --codec's latents; "
+                        "diffusion: the tiny latent UNet, then its ControlNet (two stages)")
     p.add_argument("--images", required=True, help="folder of RGB training images")
-    p.add_argument("--out", required=True, help="output folder (checkpoint.pt, tiny_codec.safetensors)")
-    p.add_argument("--steps", type=int, default=5000, help="total optimisation steps (default 5000)")
-    p.add_argument("--batch", type=int, default=16, help="patches per step (default 16)")
+    p.add_argument("--out", required=True, help="output folder (checkpoint + weights); een and diffusion "
+                                                "may share one folder: it becomes a complement weight set")
+    p.add_argument("--steps", type=int, default=None,
+                   help="total optimisation steps (codec 5000, een 3000; diffusion: --unet-steps + --controlnet-steps)")
+    p.add_argument("--unet-steps", type=int, default=3000, help="diffusion stage 1 steps (default 3000)")
+    p.add_argument("--controlnet-steps", type=int, default=1500, help="diffusion stage 2 steps (default 1500)")
+    p.add_argument("--batch", type=int, default=None, help="patches per step (codec 16, een/diffusion 8)")
     p.add_argument("--crop", type=int, default=128, help="patch side in pixels (default 128)")
+    p.add_argument("--codec", default="tiny",
+                   help="een/diffusion: the codec whose latents to learn: tiny | sd-vae | taesd (default tiny)")
+    p.add_argument("--codec-weights", default=None, help="een/diffusion: its weights (default: shipped tiny)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
 
@@ -23,13 +33,31 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sim.errors import ConfigError
-    from sim.training.codec import train_codec
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device visible to torch (is a CUDA build of torch installed?)")
-    if args.steps < 1 or args.batch < 1 or args.crop % 8 or args.crop < 16:
+    batch = args.batch or (16 if args.what == "codec" else 8)
+    if (args.steps is not None and args.steps < 1) or batch < 1 or args.crop % 8 or args.crop < 16:
         raise ConfigError("--steps and --batch must be ≥ 1 and --crop a multiple of 8, ≥ 16")
-    path = train_codec(args.images, args.out, steps=args.steps, device=args.device, batch=args.batch,
-                       crop=args.crop, seed=args.seed)
+    if args.what == "codec":
+        from sim.training.codec import train_codec
+
+        path = train_codec(args.images, args.out, steps=args.steps or 5000, device=args.device, batch=batch,
+                           crop=args.crop, seed=args.seed)
+    elif args.what == "een":
+        from sim.training.een import train_een
+
+        path = train_een(args.images, args.out, codec=args.codec, codec_weights=args.codec_weights,
+                         steps=args.steps or 3000, device=args.device, batch=batch, crop=args.crop, seed=args.seed)
+    else:
+        from sim.training.latent_diffusion import train_latent_diffusion
+
+        if args.steps is not None:
+            raise ConfigError("--steps: diffusion trains in two stages; use --unet-steps and --controlnet-steps")
+        if args.unet_steps < 0 or args.controlnet_steps < 0 or args.unet_steps + args.controlnet_steps < 1:
+            raise ConfigError("--unet-steps and --controlnet-steps must be ≥ 0, one of them ≥ 1")
+        path = train_latent_diffusion(args.images, args.out, codec=args.codec, codec_weights=args.codec_weights,
+                                      unet_steps=args.unet_steps, controlnet_steps=args.controlnet_steps,
+                                      device=args.device, batch=batch, crop=args.crop, seed=args.seed)
     print(path)
     return 0

@@ -7,8 +7,11 @@ value) to a function::
            rng: numpy.random.Generator) -> (C, h, w) float32
 
 Known cells must come back exactly. Shipped: ``zero``, ``mean`` and ``interp`` (harmonic
-interpolation, :func:`sim.complement.fill.harmonic_fill`). The learned method (EEN edges +
-ControlNet latent inpainting) registers here under its own name.
+interpolation, :func:`sim.complement.fill.harmonic_fill`). Methods that need the codec
+(:data:`sim.complement.learned.CODEC_METHODS`: ``learned``, ``learned-denoise``,
+``learned-noedge``, ``pixel-telea``, ``pixel-diffusion``; docs/complement.md) are known to
+:func:`complement_method` too, but are built once per run with :func:`make_method`;
+``learned-denoise`` also changes known cells (``method.alters_known``).
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import difflib
 from typing import Callable
 
 from sim.complement.fill import harmonic_fill, mean_fill, zero_fill
+from sim.complement.learned import CODEC_METHODS, make_method
 from sim.errors import ConfigError
 
-__all__ = ["COMPLEMENT_METHODS", "complement_method", "zero_fill", "mean_fill", "harmonic_fill"]
+__all__ = ["COMPLEMENT_METHODS", "CODEC_METHODS", "complement_method", "make_method", "zero_fill", "mean_fill",
+           "harmonic_fill"]
 
 COMPLEMENT_METHODS: dict[str, Callable] = {
     "zero": zero_fill,
@@ -29,10 +34,12 @@ COMPLEMENT_METHODS: dict[str, Callable] = {
 
 
 def complement_method(name: str, where: str = "method") -> Callable:
-    """The registered method ``name``; ConfigError listing the known ones otherwise."""
-    fn = COMPLEMENT_METHODS.get(name) if isinstance(name, str) else None
+    """The registered method ``name`` (a codec method's placeholder until :func:`make_method` builds it);
+    ConfigError listing the known ones otherwise."""
+    fn = (COMPLEMENT_METHODS.get(name) or CODEC_METHODS.get(name)) if isinstance(name, str) else None
     if fn is None:
-        hint = difflib.get_close_matches(str(name), COMPLEMENT_METHODS, n=1)
-        raise ConfigError(f"{where} = {name!r}: expected one of {', '.join(COMPLEMENT_METHODS)}"
+        names = [*COMPLEMENT_METHODS, *CODEC_METHODS]
+        hint = difflib.get_close_matches(str(name), names, n=1)
+        raise ConfigError(f"{where} = {name!r}: expected one of {', '.join(names)}"
                           + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     return fn

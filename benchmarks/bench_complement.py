@@ -1,0 +1,104 @@
+"""Time to complement one 512×512 image (10 % of the latent cells lost in 8 × 8 tiles).
+
+    .venv/bin/python benchmarks/bench_complement.py [--threads 2] [--steps 4 6 8 10] [--repeat 5]
+    .venv/bin/python benchmarks/bench_complement.py --random   # tiny-architecture random models
+
+The shipped ``tiny`` codec and complement weights by default; ``--random`` builds the same
+architectures with random weights (same cost; use it before the shipped weights exist), and
+``--codec-weights`` / ``--weights`` point elsewhere. Prints the median over ``--repeat`` runs
+of the conditioning (masked-image decode, EEN), then of the whole ``learned`` method per step
+count (with and without the denoising step), and of the codec decode that follows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+
+def _models(args):
+    from sim.complement.een import EdgeEstimationNetwork
+    from sim.complement.models import SD15_SCHEDULER, ComplementModels, ControlSpec, load_complement_models
+    from sim.complement.models import tiny_controlnet, tiny_unet
+
+    if not args.random:
+        return load_complement_models(args.weights)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        unet = tiny_unet().eval()
+        controlnet = tiny_controlnet(unet).eval()
+        een = EdgeEstimationNetwork().eval()
+    return ComplementModels("random-tiny", unet, [ControlSpec(controlnet, ("edges", "inpaint"))],
+                            torch.zeros(1, 1, unet.config.cross_attention_dim), dict(SD15_SCHEDULER), een)
+
+
+def _codec(args):
+    from sim.codec import Codec, load_codec
+    from sim.codec.entropy import make_entropy_coder
+    from sim.codec.quantizers import make_quantizer
+    from sim.codec.tiny import TinyModel
+    from sim.codec.tiny_net import TinyAutoencoder
+
+    if args.random and not args.codec_weights:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            net = TinyAutoencoder(widths=(24, 48, 96))
+        return Codec(TinyModel(net, 1.0), make_quantizer("uniform", bits=6), make_entropy_coder("range"))
+    return load_codec("tiny", weights=args.codec_weights)
+
+
+def _median_s(fn, repeat: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    from sim.complement.learned import LearnedComplement
+    from sim.images import load_sample, resize_center_crop
+    from sim.training.masks import random_loss_mask
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, nargs="+", default=[4, 6, 8, 10])
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--random", action="store_true", help="random weights, shipped architectures")
+    ap.add_argument("--weights", default="tiny", help="complement weight set: tiny | a folder")
+    ap.add_argument("--codec-weights", default=None, help="tiny codec weights file (default: shipped)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    codec, models = _codec(args), _models(args)
+    latent = codec.encode(resize_center_crop(load_sample("astronaut"), 512))
+    h, w = latent.shape[1:]
+    # 10 % of the 8 × 8 tiles lost, the first mask of a seeded draw that has some loss
+    gen = torch.Generator().manual_seed(0)
+    missing = np.zeros((h, w), dtype=bool)
+    while not missing.any():
+        missing = random_loss_mask(h, w, gen, "tile", max_loss=0.2).numpy()
+    print(f"512×512, latent {h}×{w}, {missing.mean():.1%} of cells lost, {args.threads} threads, "
+          f"weights {'random' if args.random else args.weights}, median of {args.repeat} (s):")
+    method = LearnedComplement(codec, models, steps=args.steps[0])
+    z = torch.from_numpy(latent)[None]
+    lost = torch.from_numpy(missing)[None, None].float()
+    with torch.no_grad():
+        t_image = _median_s(lambda: method.masked_image(z, lost), args.repeat)
+        t_een = _median_s(lambda: method.edge_map(z, lost), args.repeat)
+    print(f"  conditioning: masked-image decode {t_image:.3f}  EEN {t_een:.3f}")
+    for steps in args.steps:
+        for denoise in (False, True):
+            m = LearnedComplement(codec, models, steps=steps, denoise=denoise)
+            t = _median_s(lambda: m(latent, missing, np.random.default_rng(0)), args.repeat)
+            print(f"  learned, steps {steps:2d}{' + denoise step (2 steps)' if denoise else ''}: {t:.3f}")
+    print(f"  codec decode afterwards: {_median_s(lambda: codec.decode(latent), args.repeat):.3f}")
+
+
+if __name__ == "__main__":
+    main()

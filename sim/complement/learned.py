@@ -1,0 +1,377 @@
+"""Complement methods that need the codec: the learned method (EEN edges + ControlNet latent
+inpainting + optional Canny-based denoising step) with its ablations, and pixel-domain baselines.
+
+Each is an object built once per run with the codec (:func:`make_method`) and then called with
+the registry's signature::
+
+    method(latent (C, h, w) float32, missing (h, w) bool, rng: numpy Generator) -> (C, h, w) float32
+
+Known cells come back exactly, except with the denoising step (``denoise=True``), which
+repairs every cell (``method.alters_known`` is True then). The ``rng`` only seeds a
+``torch.Generator`` (one 63-bit draw per call), so a call is a pure function of its inputs.
+
+Names (:data:`CODEC_METHODS`; registered in :data:`sim.complement.COMPLEMENT_METHODS`):
+
+``learned``          EEN edges + inpaint control, known cells blended, no denoising step
+``learned-denoise``  the same, then the Canny-based denoising step over the whole latent
+``learned-noedge``   ablation without edges (the EEN is not run)
+``pixel-telea``      decode with holes, OpenCV Telea inpainting of the lost pixels, re-encode
+``pixel-diffusion``  decode with holes, re-encode, then the diffusion model in pixel-mask mode:
+                     inpaint control only, no latent of the lost region, no edges
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from sim.complement.fill import check_inputs, harmonic_fill
+from sim.errors import ConfigError, InputError
+
+__all__ = ["CODEC_METHODS", "LearnedComplement", "PixelTelea", "PixelDiffusion", "make_method", "NeedsCodec"]
+
+log = logging.getLogger(__name__)
+
+
+def _generator(rng: np.random.Generator):
+    import torch
+
+    return torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
+
+
+def _stride(codec) -> int:
+    return int(getattr(codec.model, "downscale", 8))
+
+
+def _pixel_mask(missing: np.ndarray, stride: int) -> np.ndarray:
+    """(h, w) cell mask → (h·s, w·s) pixel mask."""
+    return np.kron(missing, np.ones((stride, stride), dtype=bool))
+
+
+class LearnedComplement:
+    """EEN edges + ControlNet latent inpainting (+ Canny-based denoising step) for one codec.
+
+    Parameters
+    ----------
+    codec : sim.codec.Codec
+        Its model decodes the holed latent for the inpaint control; ``scaling_factor`` scales
+        latents for the UNet; ``downscale`` must match the ControlNets' conditioning stride.
+    models : ComplementModels
+        A weight set (:func:`sim.complement.models.load_complement_models`).
+    steps : int
+        DDIM steps of the inpainting loop (default 10: about 1.7 s for a 512 × 512 image with
+        the tiny weight set on one busy CPU core, within the 3 s budget; see
+        ``benchmarks/bench_complement.py`` and docs/complement.md).
+    strength : float in (0, 1]
+        1 = lost cells start from pure noise; below 1 they start from harmonic interpolation
+        noised to the first timestep run (SDEdit-style; fewer steps run).
+    edges : bool
+        Run the EEN and feed edges to the ControlNets (False = the no-edge ablation: edge-only
+        ControlNets are left out, edge channels of combined ones are zero).
+    denoise : bool
+        Canny-based denoising step after inpainting: ``denoise_steps`` DDIM steps from
+        t ≈ ``denoise_strength`` × T over the whole latent, with edge control only.
+    guidance_scale : float
+        Control guidance (1 = off); see :func:`~sim.complement.latent_inpaint.denoise_latents`.
+    eta : float
+        DDIM η (0 = deterministic given the starting noise).
+    """
+
+    needs_codec = True
+
+    def __init__(self, codec, models, steps: int = 10, strength: float = 1.0, edges: bool = True,
+                 denoise: bool = False, denoise_strength: float = 0.2, denoise_steps: int = 2,
+                 guidance_scale: float = 1.0, eta: float = 0.0, name: str = "learned"):
+        self.codec, self.models, self.name = codec, models, name
+        self.steps, self.strength, self.edges, self.denoise = steps, strength, edges, denoise
+        self.denoise_strength, self.denoise_steps = denoise_strength, denoise_steps
+        self.guidance_scale, self.eta = guidance_scale, eta
+        self._check()
+
+    @property
+    def alters_known(self) -> bool:
+        return self.denoise
+
+    def _check(self) -> None:
+        m, stride = self.models, _stride(self.codec)
+        for key, value, ok in (("steps", self.steps, isinstance(self.steps, int) and self.steps >= 1),
+                               ("strength", self.strength, 0 < self.strength <= 1),
+                               ("denoise_strength", self.denoise_strength, 0 < self.denoise_strength < 1),
+                               ("denoise_steps", self.denoise_steps,
+                                isinstance(self.denoise_steps, int) and self.denoise_steps >= 1),
+                               ("guidance_scale", self.guidance_scale, self.guidance_scale >= 1),
+                               ("eta", self.eta, 0 <= self.eta <= 1)):
+            if not ok:
+                raise ConfigError(f"complement.{key} = {value!r}: out of range (see docs/complement.md)")
+        if int(self.steps * self.strength + 1e-6) < 1:
+            raise ConfigError(f"complement.steps = {self.steps} at strength = {self.strength} runs no step")
+        if m.downscale is not None and m.downscale != stride:
+            raise ConfigError(f"complement weights {m.name!r} condition at ×{m.downscale} but the codec "
+                              f"{self.codec.model.name!r} has latent stride {stride}")
+        if self.edges and any(s.uses_edges for s in m.controlnets):
+            if m.een is None:
+                raise ConfigError(f"complement weights {m.name!r} have no EEN: pass een = a weights file "
+                                  f"(`latentcast train een`), or use learned-noedge")
+            card = getattr(m.een, "training_card", {})
+            if card.get("codec") not in (None, self.codec.model.name):
+                log.warning("EEN trained on %r latents, used with codec %r", card.get("codec"), self.codec.model.name)
+            sf = card.get("scaling_factor")
+            if sf and abs(sf - self.codec.model.scaling_factor) > 0.05 * abs(sf):
+                log.warning("EEN trained with scaling factor %.4g, codec has %.4g", sf, self.codec.model.scaling_factor)
+
+    # -- the pieces -------------------------------------------------------------------------
+    def masked_image(self, z, lost):
+        """Decoded holed latent as the inpaint control: (1, 3, H, W) RGB in [0, 1], lost pixels −1."""
+        import torch
+
+        holed = (z * (1 - lost)).to(getattr(self.codec, "device", z.device))
+        x = self.codec.model.decode(holed).float().to(z.device).clamp(-1, 1).add(1).div(2)
+        stride = _stride(self.codec)
+        pixel_lost = torch.nn.functional.interpolate(lost, scale_factor=stride, mode="nearest") > 0.5
+        return x.masked_fill(pixel_lost.expand_as(x), -1.0)
+
+    def edge_map(self, z, lost):
+        """EEN edges (1, 1, H, W) in [0, 1] from the holed latent."""
+        from sim.complement.een import een_input
+
+        return self.models.een(een_input(z, lost, self.codec.model.scaling_factor))
+
+    def _controls(self, edges, image, stage: str):
+        import torch
+
+        from sim.complement.latent_inpaint import Control
+
+        out = []
+        for spec in self.models.controlnets:
+            if (edges is None and spec.edges_only) or (stage == "denoise" and (edges is None or not spec.uses_edges)):
+                continue
+            parts = []
+            for kind in spec.inputs:
+                if kind in ("edges", "canny"):
+                    e = edges if edges is not None else torch.zeros_like(image[:, :1])
+                    parts.append(e if kind == "edges" else e.expand(-1, 3, -1, -1))
+                else:  # inpaint: everything counts as lost in the denoising stage
+                    parts.append(image if stage == "inpaint" else torch.full_like(image, -1.0))
+            out.append(Control(spec.net, torch.cat(parts, 1), spec.scale))
+        return out
+
+    # -- the method ---------------------------------------------------------------------------
+    def run(self, latent: np.ndarray, missing: np.ndarray, generator) -> dict:
+        """Complement one latent; returns ``{"latent", "edges", "masked_image"}`` (numpy; None if unused).
+
+        ``generator`` is a CPU ``torch.Generator``; :meth:`__call__` seeds one from the rng.
+        """
+        import torch
+
+        with torch.no_grad():
+            return self._run(latent, missing, generator)
+
+    def _run(self, latent, missing, generator) -> dict:
+        import torch
+
+        from sim.complement.latent_inpaint import denoise_latents
+
+        out, missing = check_inputs(latent, missing, f"complement {self.name}")
+        c = out.shape[0]
+        if c != self.models.unet.config.in_channels:
+            raise InputError(f"complement {self.name}: latent has {c} channels, the UNet takes "
+                             f"{self.models.unet.config.in_channels}")
+        result = {"latent": out, "edges": None, "masked_image": None}
+        if not missing.any() and not self.denoise:
+            return result
+        device = self.models.unet.device
+        sf = float(self.codec.model.scaling_factor)
+        z = torch.from_numpy(out)[None].to(device)
+        lost = torch.from_numpy(missing)[None, None].to(device, torch.float32)
+        # 1. conditioning: masked image (if a ControlNet takes it) and EEN edges
+        image = edges = None
+        if any("inpaint" in s.inputs for s in self.models.controlnets):
+            image = self.masked_image(z, lost)
+        if self.edges and any(s.uses_edges for s in self.models.controlnets):
+            edges = self.edge_map(z, lost)
+        if image is None and edges is not None:
+            image = torch.full_like(edges.expand(-1, 3, -1, -1), -1.0)
+        common = dict(encoder_hidden_states=self.models.prompt_embeds, generator=generator, eta=self.eta,
+                      guidance_scale=self.guidance_scale)
+        scaled = z * sf
+        # 2. inpainting: known cells blended, lost cells generated
+        if missing.any():
+            start = scaled
+            if self.strength < 1:
+                start = torch.from_numpy(harmonic_fill(out, missing))[None].to(device) * sf
+            scaled = denoise_latents(self.models.unet, self.models.scheduler_config, start,
+                                     controls=self._controls(edges, image, "inpaint"), keep=1 - lost,
+                                     steps=self.steps, strength=self.strength, **common)
+        # 3. Canny-based denoising step over the whole latent
+        if self.denoise:
+            total = max(self.denoise_steps, round(self.denoise_steps / self.denoise_strength))
+            scaled = denoise_latents(self.models.unet, self.models.scheduler_config, scaled,
+                                     controls=self._controls(edges, image, "denoise"), keep=None,
+                                     steps=total, strength=self.denoise_steps / total, **common)
+        repaired = (scaled / sf)[0].float().cpu().numpy()
+        if self.denoise:
+            out = repaired.astype(np.float32)
+        else:
+            out[:, missing] = repaired[:, missing]
+        result.update(latent=out, edges=None if edges is None else edges[0, 0].cpu().numpy(),
+                      masked_image=None if image is None else image[0].cpu().numpy())
+        return result
+
+    def __call__(self, latent: np.ndarray, missing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.run(latent, missing, _generator(rng))["latent"]
+
+    def warmup(self, shape: tuple[int, int, int]) -> None:
+        """One throw-away call on zeros of ``shape`` (C, h, w) with one lost cell.
+
+        The first call of a process pays one-off kernel set-up (seconds on a CPU); a runner
+        that reports measured compute time calls this once after building the method.
+        """
+        missing = np.zeros(shape[1:], dtype=bool)
+        missing[0, 0] = True
+        self.run(np.zeros(shape, dtype=np.float32), missing, _generator(np.random.default_rng(0)))
+
+
+class PixelTelea:
+    """Pixel inpainting after decoding (OpenCV Telea), with neither latent nor edge information.
+
+    ``image`` gives the pixel result itself; calling the object returns the latent with the lost
+    cells taken from re-encoding that image (known cells exact), as the registry requires.
+    """
+
+    needs_codec = True
+    alters_known = False
+
+    def __init__(self, codec, radius: int = 3, name: str = "pixel-telea"):
+        if not isinstance(radius, int) or radius < 1:
+            raise ConfigError(f"complement.radius = {radius!r}: expected an integer ≥ 1 (pixels)")
+        self.codec, self.radius, self.name = codec, radius, name
+
+    def image(self, latent: np.ndarray, missing: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        """(H, W, 3) uint8: the zero-filled latent decoded, lost pixels inpainted by Telea."""
+        import cv2
+
+        out, missing = check_inputs(latent, missing, f"complement {self.name}")
+        out[:, missing] = 0.0
+        decoded = self.codec.decode(out)
+        if not missing.any():
+            return decoded
+        mask = _pixel_mask(missing, _stride(self.codec)).astype(np.uint8)
+        return cv2.inpaint(decoded, mask, self.radius, cv2.INPAINT_TELEA)
+
+    def __call__(self, latent: np.ndarray, missing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        out, missing = check_inputs(latent, missing, f"complement {self.name}")
+        if missing.any():
+            out[:, missing] = self.codec.encode(self.image(out, missing))[:, missing]
+        return out
+
+
+class PixelDiffusion:
+    """The diffusion model in pixel-mask mode (the first paper's "inpainting after receiving").
+
+    The receiver decodes the holed latent, re-encodes the image (it keeps no latent), and
+    inpaints the lost region with the inpaint control only — no EEN, so no edge information.
+    """
+
+    needs_codec = True
+    alters_known = False
+
+    def __init__(self, codec, models, name: str = "pixel-diffusion", **loop):
+        self.codec, self.name = codec, name
+        self.inner = LearnedComplement(codec, models, edges=False, denoise=False, name=name, **loop)
+
+    def _repaired(self, latent, missing, rng):
+        out, missing = check_inputs(latent, missing, f"complement {self.name}")
+        out[:, missing] = 0.0
+        received = self.codec.encode(self.codec.decode(out))  # what a pixel-domain receiver has
+        return self.inner(received, missing, rng), missing
+
+    def image(self, latent: np.ndarray, missing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(H, W, 3) uint8: the pixel-mode result, decoded from the re-encoded, inpainted latent."""
+        return self.codec.decode(self._repaired(latent, missing, rng)[0])
+
+    def __call__(self, latent: np.ndarray, missing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        out, missing = check_inputs(latent, missing, f"complement {self.name}")
+        if missing.any():
+            out[:, missing] = self._repaired(out, missing, rng)[0][:, missing]
+        return out
+
+
+class NeedsCodec:
+    """Registry placeholder for a method that must be built with the codec first."""
+
+    needs_codec = True
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, latent, missing, rng):
+        raise ConfigError(f"complement method {self.name!r} needs the codec: build it once per run with "
+                          f"sim.complement.make_method({self.name!r}, codec, ...)")
+
+    def __repr__(self) -> str:
+        return f"NeedsCodec({self.name!r})"
+
+
+PRESETS = {"learned": {"edges": True, "denoise": False},
+           "learned-denoise": {"edges": True, "denoise": True},
+           "learned-noedge": {"edges": False, "denoise": False}}
+CODEC_METHODS = {name: NeedsCodec(name) for name in (*PRESETS, "pixel-telea", "pixel-diffusion")}
+MODEL_KEYS = ("weights", "een", "sd15", "device")
+LOOP_KEYS = ("steps", "strength", "edges", "denoise", "denoise_strength", "denoise_steps", "guidance_scale", "eta")
+
+
+def make_method(name: str, codec, cache: dict | None = None, **options):
+    """Build complement method ``name`` for ``codec``; plain registry functions come back as they are.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`sim.complement.COMPLEMENT_METHODS`.
+    codec : sim.codec.Codec
+        The run's codec (its model decodes/encodes and sets the latent scale and stride).
+    cache : dict, optional
+        Shared between calls of one run: loaded weight sets are kept there, so ``learned``,
+        ``learned-noedge`` … load the models once.
+    **options
+        Model keys ``weights`` ("tiny" | "sd15" | a weight-set folder), ``een`` (file),
+        ``sd15`` (dict of :func:`~sim.complement.models.load_sd15` arguments), ``device``;
+        loop keys of :class:`LearnedComplement` (``steps``, ``strength``, ``denoise``, …);
+        ``radius`` for ``pixel-telea``. Unknown or contradicting keys raise ConfigError.
+    """
+    from sim.complement import complement_method
+
+    fn = CODEC_METHODS.get(name) or complement_method(name)
+    if not isinstance(fn, NeedsCodec):
+        if options:
+            raise ConfigError(f"complement method {name!r} takes no options (got {', '.join(sorted(options))})")
+        return fn
+    if name == "pixel-telea":
+        unknown = set(options) - {"radius"}
+        if unknown:
+            raise ConfigError(f"complement.{sorted(unknown)[0]}: not an option of pixel-telea (expected: radius)")
+        return PixelTelea(codec, **options)
+    unknown = set(options) - set(MODEL_KEYS) - set(LOOP_KEYS)
+    if unknown:
+        raise ConfigError(f"complement.{sorted(unknown)[0]}: unknown option; expected one of "
+                          f"{', '.join(MODEL_KEYS + LOOP_KEYS)}")
+    model_kw = {k: options.pop(k) for k in MODEL_KEYS if k in options}
+    model_kw["weights"] = model_kw.get("weights", "tiny")
+    key = repr(sorted((k, repr(v)) for k, v in model_kw.items()))
+    cache = {} if cache is None else cache
+    if key not in cache:
+        from sim.complement.models import load_complement_models
+
+        cache[key] = load_complement_models(**model_kw)
+    models = cache[key]
+    if name == "pixel-diffusion":
+        for k in ("edges", "denoise"):
+            if options.pop(k, False):
+                raise ConfigError(f"complement.{k}: pixel-diffusion uses neither edges nor the denoising step")
+        return PixelDiffusion(codec, models, **options)
+    for k, v in PRESETS[name].items():
+        if k in options and options[k] != v:
+            raise ConfigError(f"complement.{k} = {options[k]!r} contradicts method {name!r} ({k} = {v})")
+        options[k] = v
+    return LearnedComplement(codec, models, name=name, **options)
+

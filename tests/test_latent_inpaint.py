@@ -1,0 +1,338 @@
+"""The complement loop and methods with tiny seeded random models: the ``tiny`` and ``sd15`` paths,
+known cells kept exactly, seeded determinism (pinned slices), wrong/all/no-loss masks, loading
+errors, pixel baselines, the registry factory and the diffusion training recipe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sim.complement.latent_inpaint import Control, _embedded_once, denoise_latents
+from sim.complement.learned import CODEC_METHODS, LearnedComplement, PixelDiffusion, PixelTelea, make_method
+from sim.complement.models import (
+    SD15_SCHEDULER, ComplementModels, load_complement_models, load_sd15, load_weight_set,
+)
+from sim.errors import ConfigError, InputError, ModelLoadError
+
+# out[0, 2:5, 2:5] (lost cells) for the seeded models, latent and rng below; regenerate only on purpose.
+EXPECTED_TINY = [
+    [-11.57012, -14.4145, -89.16486],
+    [10.30081, -10.81154, -25.98602],
+    [-78.03377, 29.64351, -34.13682],
+]
+EXPECTED_SD15 = [
+    [-254.09468, 109.60751, -86.04182],
+    [48.94675, 98.73251, -34.31944],
+    [-98.92961, -15.07104, -79.49277],
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models on a shared 2-core CPU: one thread is faster and steadier than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _case(h: int = 8, w: int = 8):
+    """A seeded latent (4, h, w) and a mask with a 3 × 4 hole and a lost row (True = lost)."""
+    latent = np.random.default_rng(0).standard_normal((4, h, w)).astype(np.float32)
+    missing = np.zeros((h, w), dtype=bool)
+    missing[2:5, 2:6] = True
+    missing[h - 1] = True
+    return latent, missing
+
+
+def _check_slice(got: np.ndarray, expected: list) -> None:
+    assert np.allclose(got, expected, rtol=1e-3, atol=1e-3), (
+        f"pinned slice changed; if on purpose, paste: {[[round(float(v), 5) for v in r] for r in got]}")
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tiny_complement_dir):
+    return load_weight_set(tiny_complement_dir)
+
+
+@pytest.fixture(scope="module")
+def sd_codec(tiny_sd_vae):
+    from sim.codec import Codec
+    from sim.codec.diffusers_backends import SDVAEModel
+    from sim.codec.entropy import make_entropy_coder
+    from sim.codec.quantizers import make_quantizer
+
+    return Codec(SDVAEModel(tiny_sd_vae), make_quantizer("uniform", bits=6), make_entropy_coder("range"))
+
+
+@pytest.fixture(scope="module")
+def sd15_models(tiny_sd15_dirs):
+    return load_sd15(**{k: str(v) for k, v in tiny_sd15_dirs.items()})
+
+
+# -- the tiny path -------------------------------------------------------------------------
+
+def test_tiny_known_cells_exact_and_pinned(random_tiny_codec, tiny_models):
+    method = LearnedComplement(random_tiny_codec, tiny_models, steps=2)
+    latent, missing = _case()
+    out = method(latent, missing, np.random.default_rng(0))
+    assert out.shape == latent.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    assert np.array_equal(out[:, ~missing], latent[:, ~missing])  # bit for bit
+    assert not np.allclose(out[:, missing], latent[:, missing])
+    _check_slice(out[0, 2:5, 2:5], EXPECTED_TINY)
+    assert not method.alters_known
+
+
+def test_seeded_determinism(random_tiny_codec, tiny_models):
+    method = LearnedComplement(random_tiny_codec, tiny_models, steps=2)
+    latent, missing = _case()
+    a = method(latent, missing, np.random.default_rng(5))
+    b = method(latent, missing, np.random.default_rng(5))
+    c = method(latent, missing, np.random.default_rng(6))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_run_returns_the_conditioning(random_tiny_codec, tiny_models):
+    method = LearnedComplement(random_tiny_codec, tiny_models, steps=1)
+    latent, missing = _case()
+    res = method.run(latent, missing, torch.Generator().manual_seed(0))
+    assert res["edges"].shape == (64, 64) and 0 <= res["edges"].min() and res["edges"].max() <= 1
+    img = res["masked_image"]
+    assert img.shape == (3, 64, 64)
+    assert (img[:, 16:40, 16:48] == -1).all() and (img[:, :16] >= 0).all()  # lost cells ×8 are −1
+
+
+def test_no_cell_lost(random_tiny_codec, tiny_models):
+    latent, _ = _case()
+    none = np.zeros(latent.shape[1:], dtype=bool)
+    out = LearnedComplement(random_tiny_codec, tiny_models, steps=2)(latent, none, np.random.default_rng(0))
+    assert np.array_equal(out, latent) and out is not latent
+    # with the denoising step every cell is repaired, even with nothing lost
+    den = LearnedComplement(random_tiny_codec, tiny_models, steps=2, denoise=True)
+    out = den(latent, none, np.random.default_rng(0))
+    assert den.alters_known and np.isfinite(out).all() and not np.array_equal(out, latent)
+
+
+def test_all_cells_lost_generates_deterministically(random_tiny_codec, tiny_models):
+    latent, _ = _case()
+    every = np.ones(latent.shape[1:], dtype=bool)
+    method = LearnedComplement(random_tiny_codec, tiny_models, steps=2)
+    a = method(latent, every, np.random.default_rng(1))
+    assert np.isfinite(a).all() and np.array_equal(a, method(latent, every, np.random.default_rng(1)))
+    assert np.array_equal(a, method(latent * 0 + 7, every, np.random.default_rng(1)))  # nothing received: input unused
+
+
+@pytest.mark.parametrize("missing, match", [
+    (np.zeros((8, 9), dtype=bool), "bool mask"),
+    (np.zeros((8, 8), dtype=np.uint8), "bool mask"),
+    (np.zeros((1, 8, 8), dtype=bool), "bool mask"),
+])
+def test_wrong_mask_is_refused(random_tiny_codec, tiny_models, missing, match):
+    latent, _ = _case()
+    with pytest.raises(InputError, match=match):
+        LearnedComplement(random_tiny_codec, tiny_models, steps=1)(latent, missing, np.random.default_rng(0))
+
+
+def test_wrong_channels_are_refused(random_tiny_codec, tiny_models):
+    latent, missing = _case()
+    with pytest.raises(InputError, match="channels"):
+        LearnedComplement(random_tiny_codec, tiny_models, steps=1)(latent[:3], missing, np.random.default_rng(0))
+
+
+def test_variants_run(random_tiny_codec, tiny_models):
+    latent, missing = _case()
+    base = LearnedComplement(random_tiny_codec, tiny_models, steps=2)(latent, missing, np.random.default_rng(0))
+    for kw in ({"edges": False}, {"strength": 0.5}, {"guidance_scale": 2.0}, {"eta": 1.0}):
+        out = LearnedComplement(random_tiny_codec, tiny_models, steps=2, **kw)(latent, missing,
+                                                                                np.random.default_rng(0))
+        assert np.isfinite(out).all() and np.array_equal(out[:, ~missing], latent[:, ~missing])
+        assert not np.array_equal(out, base), kw
+    den = LearnedComplement(random_tiny_codec, tiny_models, steps=2, denoise=True)(latent, missing,
+                                                                                   np.random.default_rng(0))
+    assert not np.array_equal(den[:, ~missing], latent[:, ~missing])
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"steps": 0}, "steps"), ({"strength": 0.0}, "strength"), ({"steps": 1, "strength": 0.5}, "runs no step"),
+    ({"denoise_strength": 1.0}, "denoise_strength"), ({"guidance_scale": 0.5}, "guidance_scale"),
+])
+def test_bad_options_are_refused(random_tiny_codec, tiny_models, kw, match):
+    with pytest.raises(ConfigError, match=match):
+        LearnedComplement(random_tiny_codec, tiny_models, **kw)
+
+
+def test_missing_een_and_stride_mismatch(random_tiny_codec, tiny_models, sd_codec):
+    no_een = ComplementModels("t", tiny_models.unet, tiny_models.controlnets, tiny_models.prompt_embeds,
+                              tiny_models.scheduler_config, None)
+    with pytest.raises(ConfigError, match="no EEN"):
+        LearnedComplement(random_tiny_codec, no_een)
+    LearnedComplement(random_tiny_codec, no_een, edges=False)  # the no-edge ablation needs none
+    with pytest.raises(ConfigError, match="latent stride 2"):
+        LearnedComplement(sd_codec, tiny_models)
+
+
+# -- the sd15 path -------------------------------------------------------------------------
+
+def test_sd15_path_runs_from_folders(sd_codec, sd15_models):
+    assert [s.inputs for s in sd15_models.controlnets] == [("inpaint",), ("canny",)]
+    assert sd15_models.prompt_embeds.shape == (1, 77, 32) and sd15_models.downscale == 2
+    assert sd15_models.scheduler_config["beta_schedule"] == "scaled_linear"
+    method = LearnedComplement(sd_codec, sd15_models, steps=2)
+    latent, missing = _case(16, 16)
+    out = method(latent, missing, np.random.default_rng(0))
+    assert np.array_equal(out[:, ~missing], latent[:, ~missing]) and np.isfinite(out).all()
+    assert np.array_equal(out, method(latent, missing, np.random.default_rng(0)))
+    _check_slice(out[0, 2:5, 2:5], EXPECTED_SD15)
+    for kw in ({"edges": False}, {"denoise": True}):
+        res = LearnedComplement(sd_codec, sd15_models, steps=2, **kw)(latent, missing, np.random.default_rng(0))
+        assert np.isfinite(res).all()
+
+
+def test_sd15_loading_errors(tiny_sd15_dirs, tmp_path):
+    dirs = {k: str(v) for k, v in tiny_sd15_dirs.items()}
+    with pytest.raises(ModelLoadError, match="no such directory"):
+        load_sd15(**{**dirs, "inpaint": str(tmp_path / "nowhere")})
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        load_sd15(**{**dirs, "canny": str(tmp_path)})
+    from sim.complement.models import save_prompt_embeds
+
+    save_prompt_embeds(tmp_path / "wide.safetensors", torch.zeros(1, 77, 48))
+    with pytest.raises(ModelLoadError, match="cross_attention_dim 32"):
+        load_sd15(**{**dirs, "empty_prompt": str(tmp_path / "wide.safetensors")})
+    one = load_sd15(**{**dirs, "canny": None})
+    assert [s.inputs for s in one.controlnets] == [("inpaint",)]
+
+
+def test_weight_set_errors(tmp_path):
+    with pytest.raises(ModelLoadError, match="complement.json"):
+        load_weight_set(tmp_path)
+    with pytest.raises(ConfigError, match="weights"):
+        load_complement_models(str(tmp_path / "none"))
+    with pytest.raises(ConfigError, match="sd15"):
+        load_complement_models("tiny", sd15={"unet": "x"})
+
+
+# -- the loop itself -------------------------------------------------------------------------
+
+def test_loop_keeps_known_exactly_and_checks_shapes(tiny_models):
+    unet, spec = tiny_models.unet, tiny_models.controlnets[0]
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(1, 4, 8, 8, generator=g)
+    image = torch.rand(1, 4, 64, 64, generator=g)
+    ctl = [Control(spec.net, image)]
+    kw = dict(encoder_hidden_states=tiny_models.prompt_embeds, controls=ctl, steps=2)
+    out = denoise_latents(unet, SD15_SCHEDULER, z, generator=torch.Generator().manual_seed(0),
+                          keep=torch.ones(1, 1, 8, 8), **kw)
+    assert torch.equal(out, z)
+    with pytest.raises(InputError, match="keep mask"):
+        denoise_latents(unet, SD15_SCHEDULER, z, generator=g, keep=torch.ones(1, 1, 8, 7), **kw)
+    with pytest.raises(InputError, match="control image"):
+        bad = [Control(spec.net, image[..., :32])]
+        denoise_latents(unet, SD15_SCHEDULER, z, generator=g, **{**kw, "controls": bad})
+    with pytest.raises(ConfigError, match="strength"):
+        denoise_latents(unet, SD15_SCHEDULER, z, generator=g, strength=1.5, **kw)
+
+
+def test_embedding_swap_is_undone(tiny_models):
+    net = tiny_models.controlnets[0].net
+    original = net.controlnet_cond_embedding
+    with pytest.raises(RuntimeError):
+        with _embedded_once(Control(net, torch.zeros(1, 4, 64, 64))):
+            assert net.controlnet_cond_embedding is not original
+            raise RuntimeError("boom")
+    assert net.controlnet_cond_embedding is original
+
+
+# -- pixel baselines and the registry factory --------------------------------------------------
+
+def test_pixel_telea(random_tiny_codec):
+    latent, missing = _case()
+    method = PixelTelea(random_tiny_codec)
+    out = method(latent, missing, np.random.default_rng(0))
+    assert np.array_equal(out[:, ~missing], latent[:, ~missing]) and np.isfinite(out).all()
+    img = method.image(latent, missing)
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+    none = np.zeros_like(missing)
+    assert np.array_equal(method(latent, none, None), latent)
+
+
+def test_pixel_diffusion(random_tiny_codec, tiny_models):
+    latent, missing = _case()
+    method = PixelDiffusion(random_tiny_codec, tiny_models, steps=2)
+    out = method(latent, missing, np.random.default_rng(0))
+    assert np.array_equal(out[:, ~missing], latent[:, ~missing])
+    assert np.array_equal(out, method(latent, missing, np.random.default_rng(0)))
+    assert method.image(latent, missing, np.random.default_rng(0)).shape == (64, 64, 3)
+
+
+def test_make_method(random_tiny_codec, tiny_complement_dir):
+    cache = {}
+    folder = str(tiny_complement_dir)
+    learned = make_method("learned", random_tiny_codec, cache=cache, weights=folder, steps=2)
+    noedge = make_method("learned-noedge", random_tiny_codec, cache=cache, weights=folder, steps=2)
+    assert isinstance(learned, LearnedComplement) and learned.edges and not noedge.edges
+    assert len(cache) == 1 and learned.models is noedge.models  # loaded once
+    assert make_method("learned-denoise", random_tiny_codec, cache=cache, weights=folder).denoise
+    assert isinstance(make_method("pixel-diffusion", random_tiny_codec, cache=cache, weights=folder), PixelDiffusion)
+    assert isinstance(make_method("pixel-telea", random_tiny_codec, radius=5), PixelTelea)
+    assert callable(make_method("interp", random_tiny_codec))
+    with pytest.raises(ConfigError, match="contradicts"):
+        make_method("learned-noedge", random_tiny_codec, cache=cache, weights=folder, edges=True)
+    with pytest.raises(ConfigError, match="unknown option"):
+        make_method("learned", random_tiny_codec, cache=cache, weights=folder, stpes=2)
+    with pytest.raises(ConfigError, match="takes no options"):
+        make_method("zero", random_tiny_codec, steps=2)
+    with pytest.raises(ConfigError, match="expected one of"):
+        make_method("lerned", random_tiny_codec)
+    with pytest.raises(ConfigError, match="needs the codec"):
+        CODEC_METHODS["learned"](*_case(), np.random.default_rng(0))
+
+
+# -- the training recipe ---------------------------------------------------------------------
+
+def test_diffusion_training_runs_resumes_and_loads(tmp_path, random_tiny_codec):
+    from PIL import Image
+
+    from sim.codec.tiny import save_tiny
+    from sim.training.latent_diffusion import train_latent_diffusion
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    save_tiny(random_tiny_codec.model.net, tmp_path / "codec.safetensors", {"scaling_factor": 0.5})
+    kw = dict(codec="tiny", codec_weights=str(tmp_path / "codec.safetensors"), batch=2, crop=32, save_every=1)
+    out = tmp_path / "run"
+    train_latent_diffusion(images, out, unet_steps=1, controlnet_steps=0, **kw)
+    assert "controlnet" not in torch.load(out / "checkpoint_diffusion.pt", weights_only=True)
+    train_latent_diffusion(images, out, unet_steps=1, controlnet_steps=1, **kw)  # resumes into stage 2
+    ckpt = torch.load(out / "checkpoint_diffusion.pt", weights_only=True)
+    assert ckpt["step"] == 2 and "controlnet" in ckpt
+    models = load_weight_set(out)
+    assert models.een is None and models.controlnets[0].inputs == ("edges", "inpaint")
+    assert models.card["unet_steps"] == 1 and models.card["scaling_factor"] == 0.5
+    latent, missing = _case()
+    out_latent = LearnedComplement(random_tiny_codec, models, edges=False, steps=1)(latent, missing,
+                                                                                   np.random.default_rng(0))
+    assert np.isfinite(out_latent).all()
+
+
+def test_train_command(tmp_path, random_tiny_codec, capsys):
+    from PIL import Image
+
+    from sim.cli import main
+    from sim.codec.tiny import save_tiny
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(images / "a.png")
+    save_tiny(random_tiny_codec.model.net, tmp_path / "codec.safetensors", {"scaling_factor": 0.5})
+    common = ["--images", str(images), "--out", str(tmp_path / "run"), "--codec-weights",
+              str(tmp_path / "codec.safetensors"), "--crop", "32", "--batch", "1"]
+    assert main(["train", "diffusion", *common, "--unet-steps", "1", "--controlnet-steps", "0"]) == 0
+    assert (tmp_path / "run" / "complement.json").is_file()
+    assert main(["train", "diffusion", *common, "--steps", "3"]) == 2
+    assert main(["train", "een", *common[:-4], "--crop", "40"]) == 2
+    assert "crop = 40" in capsys.readouterr().err
