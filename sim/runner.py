@@ -191,10 +191,23 @@ def _provenance(scenario: Scenario, codec_cards: list[dict]) -> dict:
 # ------------------------------------------------------------------------------ running
 
 
-class _Cache:
-    """Codecs, encoded latents, prepared latents and loss-free decodes, shared by all points."""
+def _lpips_ok(model, image: np.ndarray) -> bool:
+    """Whether LPIPS is scored for this image: a model is loaded and the image is large enough."""
+    if model is None:
+        return False
+    from sim.lpips import MIN_SIZE
 
-    def __init__(self):
+    return min(image.shape[:2]) >= MIN_SIZE
+
+
+class _Cache:
+    """Codecs, encoded latents, prepared latents and loss-free decodes, shared by all points.
+
+    ``lpips``: the run's :class:`sim.lpips.LPIPS` model, or None (LPIPS left out).
+    """
+
+    def __init__(self, lpips=None):
+        self.lpips = lpips
         self.codecs: dict = {}
         self.cards: list[dict] = []
         self.latents: dict = {}
@@ -215,7 +228,7 @@ class _Cache:
 
         The reference is a dict: ``latent`` (the dequantized latent as sent), ``image`` (its
         decode), ``decode_s`` (wall time of that decode) and ``quality`` (the metric fields
-        of a reconstruction equal to it).
+        of a reconstruction equal to it, LPIPS included when it is scored).
         """
         if (cfg, key) not in self.prepared:
             codec = self.codec(cfg)
@@ -227,10 +240,11 @@ class _Cache:
             t0 = time.perf_counter()
             decoded = codec.decode(latent)
             decode_s = time.perf_counter() - t0
+            q = {**quality(image, decoded), **quality(decoded, decoded, "_lossfree")}
+            if _lpips_ok(self.lpips, image):  # identical images: LPIPS 0, like SSIM 1
+                q.update(lpips=float(self.lpips.distances([image], [decoded])[0, 0]), lpips_lossfree=0.0)
             self.prepared[(cfg, key)] = prep
-            self.reference[(cfg, key)] = {
-                "latent": latent, "image": decoded, "decode_s": decode_s,
-                "quality": {**quality(image, decoded), **quality(decoded, decoded, "_lossfree")}}
+            self.reference[(cfg, key)] = {"latent": latent, "image": decoded, "decode_s": decode_s, "quality": q}
         return self.prepared[(cfg, key)], self.reference[(cfg, key)]
 
     def packets(self, sc: Scenario, key: tuple, image_id: int, prep):
@@ -337,7 +351,23 @@ def _run_group(cache: _Cache, scenario: Scenario, point, repeat: int, image_id: 
                        if t is not None])
         stages["examples"] += time.perf_counter() - t0
 
-    # 4. score and make the records
+    # 4. LPIPS of the new reconstructions against the original and the loss-free decode, one
+    #    batch (a reconstruction equal to the loss-free decode has it in reference["quality"])
+    lp: dict[int, dict] = {}
+    lp_s = 0.0
+    scored = [i for i in todo if sent[i][0] is not None]
+    if scored and _lpips_ok(cache.lpips, image):
+        t0 = time.perf_counter()
+        try:
+            d = cache.lpips.distances([image, reference["image"]], [decoded[i] for i in scored])
+            lp = {i: {"lpips": float(d[0, k]), "lpips_lossfree": float(d[1, k])} for k, i in enumerate(scored)}
+        except Exception as e:  # noqa: BLE001
+            for i in scored:
+                sent[i] = (None, sent[i][1], e)
+        lp_s = (time.perf_counter() - t0) / len(scored)
+        stages["metrics"] += lp_s * len(scored)
+
+    # 5. score and make the records
     records = []
     for i, (pol, (t, transmit_s, err)) in enumerate(zip(sc.policies, sent)):
         rec = {"key": _key(point.index, repeat, name, pol.name), "point": point.index, "repeat": repeat,
@@ -347,11 +377,13 @@ def _run_group(cache: _Cache, scenario: Scenario, point, repeat: int, image_id: 
             t0 = time.perf_counter()
             try:
                 q = (dict(reference["quality"]) if i in same else
-                     {**quality(image, decoded[i]), **quality(reference["image"], decoded[i], "_lossfree")})
+                     {**quality(image, decoded[i]), **quality(reference["image"], decoded[i], "_lossfree"),
+                      **lp.get(i, {})})
             except Exception as e:  # noqa: BLE001
                 err = e
             metrics_s = time.perf_counter() - t0
             stages["metrics"] += metrics_s
+            metrics_s += lp_s if i in lp else 0.0
         if err is not None:
             log.error("image %s, policy %s (point %d, repeat %d): %s: %s", name, pol.name, point.index,
                       repeat, err.__class__.__name__, err)
@@ -369,6 +401,24 @@ def _run_group(cache: _Cache, scenario: Scenario, point, repeat: int, image_id: 
             rec["wall"] = wall
         records.append(rec)
     return records
+
+
+def _load_lpips(out: Path, points, existing: list[dict]):
+    """The run's LPIPS model (``sim.lpips.load_lpips``: None after one warning where the weights
+    cannot be had). Warns when records already in ``out`` were scored otherwise."""
+    from sim.lpips import MIN_SIZE, load_lpips
+
+    model = load_lpips()
+    big = {p.index for p in points if p.scenario.images.size >= MIN_SIZE}
+    old = [r for r in existing if r.get("point") in big]
+    with_lpips = sum("lpips" in r for r in old)
+    if model is None and with_lpips:
+        log.warning("%s: %d of the %d records already there have lpips; the new ones will not (LPIPS is not "
+                    "available now)", out / RESULTS_FILE, with_lpips, len(old))
+    elif model is not None and with_lpips < len(old):
+        log.warning("%s: %d of the %d records already there have no lpips (LPIPS was not available then); "
+                    "the new ones have it", out / RESULTS_FILE, len(old) - with_lpips, len(old))
+    return model
 
 
 def _write_provenance(path: Path, scenario: Scenario, cards: list[dict]) -> None:
@@ -418,7 +468,8 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
     stages = {k: 0.0 for k in ("load", "prepare", "packetize", "transmit", "decode", "examples", "metrics",
                                "write")}
     resolved = scenario.to_yaml()
-    done = {json.dumps(r.get("key")) for r in _check_out(out, resolved) if "error" not in r}
+    existing = [r for r in _check_out(out, resolved) if "error" not in r]
+    done = {json.dumps(r.get("key")) for r in existing}
 
     t0 = time.perf_counter()
     points = scenario.points or ()
@@ -436,6 +487,10 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
     cache = _Cache()
     for p in points:  # every codec loaded up front: model errors surface before any work
         cache.codec(p.scenario.codec)
+    if report.skipped < report.total:
+        t0 = time.perf_counter()
+        cache.lpips = _load_lpips(out, points, existing)
+        stages["load"] += time.perf_counter() - t0
     _write_provenance(out / PROVENANCE_FILE, scenario, cache.cards)
 
     bar = tqdm(total=report.total, initial=report.skipped, disable=not progress, file=sys.stderr,

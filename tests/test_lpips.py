@@ -150,6 +150,20 @@ def test_construction_leaves_global_rng_alone():
     assert torch.equal(torch.rand(4), expected)
 
 
+def test_distances_is_every_pair_in_one_pass(blank_model):
+    rng = np.random.default_rng(0)
+    refs = [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(2)]
+    images = [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(3)] + [refs[0]]
+    d = blank_model.distances(refs, images)
+    assert d.shape == (2, 4) and d[0, 3] == 0.0
+    for r, a in enumerate(refs):
+        for b, img in enumerate(images):
+            assert d[r, b] == pytest.approx(blank_model.distance(a, img), abs=1e-6)
+    assert blank_model.distances(refs, []).shape == (2, 0)
+    with pytest.raises(InputError, match="one shape"):
+        blank_model.distances(refs, [refs[0][:32]])
+
+
 def test_bad_inputs_are_refused(blank_model):
     a = np.zeros((64, 64, 3), np.uint8)
     with pytest.raises(InputError, match="one shape"):

@@ -279,10 +279,20 @@ def test_save_examples_writes_what_is_asked(tmp_path):
 # ------------------------------------------------------------------ run --report, end to end
 
 
-def test_run_with_report_flag(tmp_path):
-    """A tiny random codec, 2 loss rates: ``latentcast run --report`` leaves a report behind."""
+class _FakeLPIPS:
+    """Stands in for sim.lpips.LPIPS (no AlexNet): mean absolute difference / 255."""
+
+    def distances(self, refs, images):
+        return np.array([[np.abs(a.astype(float) - b).mean() / 255 for b in images] for a in refs])
+
+
+def test_run_with_report_flag(tmp_path, monkeypatch):
+    """A tiny random codec, 2 loss rates: ``latentcast run --report`` leaves a report behind,
+    with LPIPS (a fake model) beside PSNR/SSIM."""
     import torch
     import yaml
+
+    monkeypatch.setattr("sim.lpips.load_lpips", lambda cache_dir=None: _FakeLPIPS())
 
     from sim.cli import main
     from sim.codec.tiny import save_tiny
@@ -303,6 +313,7 @@ def test_run_with_report_flag(tmp_path):
     md = (out / "report.md").read_text(encoding="utf-8")
     assert (out / "report.html").exists() and "complete: all 8 planned records" in md
     assert "| 0.3 | complement | 2 |" in md and (out / "figures" / "crossover.png").exists()
+    assert "| LPIPS | SSIM vs loss-free | LPIPS vs loss-free |" in md          # the metric tables
     # one summary.csv: the report rewrote the runner's with the same function and records
     from sim.results import write_summary
 

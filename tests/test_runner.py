@@ -21,6 +21,14 @@ from sim.runner import run_scenario, transmission_rng
 from sim.scenario import load_scenario
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_lpips():
+    """LPIPS unavailable (as on a machine without its weights): no network, no AlexNet."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("sim.lpips.load_lpips", lambda cache_dir=None: None)
+        yield
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     """A tiny random codec (widths 8, 8, 8) saved the way the shipped weights are."""
@@ -91,8 +99,9 @@ def test_records_are_complete_and_deterministic(scenario_file, reference, tmp_pa
     for field in ("key", "point", "repeat", "image", "policy", "policy_kind", "sweep", "seed",
                   "packets_sent", "packets_lost", "packets_retransmitted", "bytes_forward", "bytes_reverse",
                   "rounds", "time_to_image_s", "missing_share", "psnr", "ssim", "ms_ssim",
-                  "psnr_lossfree", "ssim_lossfree", "ms_ssim_lossfree"):
+                  "psnr_lossfree", "ssim_lossfree", "ms_ssim_lossfree", "loss_runs"):
         assert field in r, field
+    assert not any("lpips" in x or "lpips_lossfree" in x for x in recs)  # LPIPS unavailable: left out
     assert set(r["wall"]) >= {"transmit_s", "decode_s", "compute_s", "metrics_s"}
     assert [x["key"] for x in recs] == [[p, 0, im, pol] for p in (0, 1) for im in ("astronaut", "coffee")
                                         for pol in ("resend", "complement", "none")]
@@ -298,3 +307,47 @@ def test_sweeping_a_policy_option(scenario_file, tmp_path):
     one, eight = read_records(tmp_path / "o" / "results.jsonl")
     assert one["sweep"] == {"policies.0.max_rounds": 1} and one["missing_share"] > 0
     assert eight["rounds"] > one["rounds"] and eight["missing_share"] < one["missing_share"]
+
+
+# ------------------------------------------------------------------------------- LPIPS
+
+
+class FakeLPIPS:
+    """Stands in for sim.lpips.LPIPS: mean absolute difference / 255; counts calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def distances(self, refs, images):
+        self.calls.append((len(refs), len(images)))
+        return np.array([[np.abs(a.astype(float) - b).mean() / 255 for b in images] for a in refs])
+
+
+def test_lpips_is_loaded_once_and_logged_beside_psnr(scenario_file, reference, tmp_path, monkeypatch, caplog):
+    model, loads = FakeLPIPS(), []
+    monkeypatch.setattr("sim.lpips.load_lpips", lambda cache_dir=None: loads.append(1) or model)
+    rep = run(scenario_file, tmp_path / "o")
+    assert rep.errors == 0 and loads == [1]
+    recs = read_records(tmp_path / "o" / "results.jsonl")
+    assert all(isinstance(r["lpips"], float) and isinstance(r["lpips_lossfree"], float) for r in recs)
+    # identical to the loss-free decode (the loss-free point; resend, which repaired every loss): 0 against
+    # it, and the loss-free decode's own distance to the original
+    for r in recs:
+        if r["missing_share"] == 0.0:
+            ref = next(x for x in recs if x["image"] == r["image"] and x["point"] == 0)
+            assert r["lpips_lossfree"] == 0.0 and r["lpips"] == ref["lpips"] > 0
+    assert any(r["lpips_lossfree"] > 0 for r in recs if r["policy"] == "none" and r["missing_share"] > 0)
+    # one call per image for its loss-free decode, then one batch per group with new reconstructions
+    # (the lossy point: complement and none; resend repaired everything) against original and loss-free
+    assert model.calls == [(1, 1), (1, 1), (2, 2), (2, 2)]
+    assert lines_without_wall(tmp_path / "o" / "results.jsonl") != lines_without_wall(reference / "results.jsonl")
+    rows = {(r["point"], r["policy"], r["metric"]) for r in summarize(tmp_path / "o" / "results.jsonl")}
+    assert (1, "none", "lpips") in rows and (1, "none", "lpips_lossfree") in rows
+    # resuming a run written without LPIPS: said once, and the new records have it
+    out = copy_of(reference, tmp_path / "resumed")
+    lines = (out / "results.jsonl").read_text().splitlines(keepends=True)
+    (out / "results.jsonl").write_text("".join(lines[:6]))
+    rep = run(scenario_file, out)
+    assert rep.written == 6 and loads == [1, 1]
+    assert "6 of the 6 records already there have no lpips" in caplog.text
+    assert [("lpips" in r) for r in read_records(out / "results.jsonl")] == [False] * 6 + [True] * 6
