@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
 
     h, w = args.latent
     codec, prep = FakeCodec(4, args.bytes_per_cell), FakePrep(4, h, w, 300)
-    pcfg = PacketizerConfig(layout=args.layout, tile=args.tile, mtu=1200)
+    pcfg = PacketizerConfig(layout=args.layout, tile=args.tile)
     link = Link(rate_bps=10e6, delay_s=0.02)
     kw = {"loss": args.loss} if args.channel == "bernoulli" else {"loss": args.loss, "burst": 4}
     channel = make_channel(args.channel, **kw)

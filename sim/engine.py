@@ -434,8 +434,8 @@ def transmit(codec, prep, *, image_id: int, packetizer: PacketizerConfig, link, 
     codec : sim.codec.Codec — ``code_cells``, ``decode_cells``, ``dequantize``
     prep : sim.codec.Prepared — the image's symbols (S, h, w), side info, latent shape
     image_id : int in [0, 2³²), written in every packet header
-    packetizer : PacketizerConfig. Packets are at most ``min(packetizer.mtu,
-        link.max_payload)`` bytes (the link's MTU counts its own header bytes).
+    packetizer : PacketizerConfig. Packets are at most ``link.max_payload = link.mtu −
+        link.header_bytes`` bytes (our header included): the link's MTU is the only MTU.
     link : channels.Link (or anything with ``serialization_s``, ``arrival_times``,
         ``delay_s``, ``jitter_s``, ``header_bytes``, ``max_payload``)
     channel : a channel from ``channels.make_channel``; if it has ``add_noise(values, rng)``

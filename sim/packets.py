@@ -62,7 +62,7 @@ from sim.errors import ConfigError, InputError
 __all__ = [
     "LAYOUTS", "PacketizerConfig", "PacketHeader", "Geometry", "Packets", "PacketError",
     "HEADER", "HEADER_BYTES", "GEOMETRY", "GEOMETRY_BYTES", "FEEDBACK", "FEEDBACK_BYTES",
-    "MAX_PACKETS", "cell_groups", "part_cells", "packetize", "parse_packet", "crc_ok",
+    "MAX_PACKETS", "MIN_PACKET_BYTES", "cell_groups", "part_cells", "packetize", "parse_packet", "crc_ok",
     "parse_geometry", "pack_feedback", "unpack_feedback",
 ]
 
@@ -75,7 +75,7 @@ FEEDBACK = struct.Struct("<IBHH")
 FEEDBACK_BYTES = FEEDBACK.size  # 9
 MAX_PACKETS = 0xFFFF  # seq and total are u16
 FB_LIST, FB_BITMAP, FB_ACK = 0, 1, 2
-MIN_MTU = HEADER_BYTES + GEOMETRY_BYTES + 1
+MIN_PACKET_BYTES = HEADER_BYTES + GEOMETRY_BYTES + 1  # smallest packet limit: a header packet with 1 side byte
 
 
 class PacketError(InputError):
@@ -92,23 +92,22 @@ class PacketizerConfig:
         Which cells share a packet (see the module docstring).
     tile : int ≥ 1
         k: a packet holds k × k cells (``tile``) or k² cells (``row``, ``interleave``),
-        before any MTU split.
-    mtu : int
-        Largest packet in bytes, our 19-byte header included (the link adds its own
-        ``header_bytes`` on the wire). At least 34 (header + geometry record + 1).
+        before any split to fit the packet size limit.
+
+    The packet size limit is not the packetizer's: it comes from the link, whose ``mtu``
+    is the only MTU (bytes on the wire per packet, IP/UDP ``header_bytes`` included), so a
+    packet, our 19-byte header included, has at most ``link.max_payload = link.mtu −
+    link.header_bytes`` bytes (see :func:`packetize`).
     """
 
     layout: str = "tile"
     tile: int = 8
-    mtu: int = 1200
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
             raise ConfigError(f"packetizer.layout = {self.layout!r}: expected one of {', '.join(LAYOUTS)}")
         if isinstance(self.tile, bool) or not isinstance(self.tile, (int, np.integer)) or not 1 <= self.tile <= 0xFFFF:
             raise ConfigError(f"packetizer.tile = {self.tile!r}: expected an integer in [1, 65535]")
-        if isinstance(self.mtu, bool) or not isinstance(self.mtu, (int, np.integer)) or not MIN_MTU <= self.mtu <= 0xFFFF:
-            raise ConfigError(f"packetizer.mtu = {self.mtu!r}: expected an integer in [{MIN_MTU}, 65535] (bytes)")
 
 
 @dataclass(frozen=True)
@@ -257,18 +256,18 @@ def _split_to_fit(codec, prep, cells: np.ndarray, room: int, where: str) -> list
             continue
         if len(c) < 2:
             raise ConfigError(f"{where}: one latent cell codes to {len(payload)} bytes, more than the "
-                              f"{room} bytes a packet has for payload; raise packetizer.mtu")
+                              f"{room} bytes a packet has for payload; raise link.mtu")
         if 2 * part + 1 > 0xFFFF:
             raise ConfigError(f"{where}: a cell group needs more than 15 halvings to fit; "
-                              f"lower packetizer.tile or raise packetizer.mtu")
+                              f"lower packetizer.tile or raise link.mtu")
         n = len(c)
         stack.append((2 * part + 1, c[n // 2:]))
         stack.append((2 * part, c[:n // 2]))  # popped first: pieces come out in order
     return out
 
 
-def packetize(codec, prep, image_id: int, config: PacketizerConfig, limit: int | None = None) -> Packets:
-    """Cut one prepared image into packets of at most ``min(config.mtu, limit)`` bytes.
+def packetize(codec, prep, image_id: int, config: PacketizerConfig, limit: int) -> Packets:
+    """Cut one prepared image into packets of at most ``limit`` bytes.
 
     Parameters
     ----------
@@ -276,8 +275,9 @@ def packetize(codec, prep, image_id: int, config: PacketizerConfig, limit: int |
     prep : sim.codec.Prepared — ``symbols`` (S, h, w), ``side`` bytes, ``shape`` (C, h, w)
     image_id : int in [0, 2³²)
     config : PacketizerConfig
-    limit : int, optional
-        A second bound on the packet size in bytes, e.g. the link's ``max_payload``.
+    limit : int ≥ 34
+        Largest packet in bytes, our 19-byte header included: the link's ``max_payload``
+        (``link.mtu − link.header_bytes``; the link adds its ``header_bytes`` on the wire).
 
     Returns
     -------
@@ -291,20 +291,20 @@ def packetize(codec, prep, image_id: int, config: PacketizerConfig, limit: int |
     """
     if isinstance(image_id, bool) or not isinstance(image_id, (int, np.integer)) or not 0 <= image_id < 2 ** 32:
         raise ConfigError(f"image_id = {image_id!r}: expected an integer in [0, 2**32)")
-    mtu = int(config.mtu if limit is None else min(config.mtu, limit))
-    if mtu < MIN_MTU:
-        raise ConfigError(f"packet limit {mtu} bytes (packetizer.mtu = {config.mtu}, link allows {limit}): "
-                          f"expected at least {MIN_MTU}")
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or not MIN_PACKET_BYTES <= limit <= 0xFFFF:
+        raise ConfigError(f"packet limit {limit!r} bytes (link.mtu − link.header_bytes): expected an integer in "
+                          f"[{MIN_PACKET_BYTES}, 65535]")
+    limit = int(limit)
     c, h, w = (int(v) for v in prep.shape)
     s = int(prep.symbols.shape[0])
     side = bytes(prep.side)
     geometry = Geometry(config.layout, int(config.tile), (c, h, w), s, len(side))
     if max(c, h, w) > 0xFFFF or s > 0xFF or len(side) >= 2 ** 32:
         raise ConfigError(f"latent shape {prep.shape} with {s} symbols per cell does not fit the header packet")
-    where = f"packetizer.mtu = {config.mtu}" + (f" (packet limit {mtu})" if mtu != config.mtu else "")
+    where = f"packet limit {limit} bytes (link.mtu − link.header_bytes)"
 
     pieces = []  # (group, part, cells, payload)
-    room = mtu - HEADER_BYTES
+    room = limit - HEADER_BYTES
     code = codec.code_cells
     for g, cells in enumerate(cell_groups(config.layout, int(config.tile), h, w)):
         if len(cells):
@@ -314,12 +314,12 @@ def packetize(codec, prep, image_id: int, config: PacketizerConfig, limit: int |
             else:
                 pieces.extend((g, part, pc, pl) for part, pc, pl in _split_to_fit(codec, prep, cells, room, where))
 
-    chunk = mtu - HEADER_BYTES - GEOMETRY_BYTES
+    chunk = limit - HEADER_BYTES - GEOMETRY_BYTES
     n_header = max(1, -(-len(side) // chunk))
     total = n_header + len(pieces)
     if n_header > 0xFF or total > MAX_PACKETS:
         raise ConfigError(f"{where}: this image needs {n_header} header and {len(pieces)} data packets; "
-                          f"at most 255 and {MAX_PACKETS} in all are allowed: raise packetizer.tile or mtu")
+                          f"at most 255 and {MAX_PACKETS} in all are allowed: raise packetizer.tile or link.mtu")
     geo = geometry.pack()
     data, cells_by_seq = [], []
     pack, crc32 = HEADER.pack, zlib.crc32
@@ -331,8 +331,8 @@ def packetize(codec, prep, image_id: int, config: PacketizerConfig, limit: int |
         data.append(pack(image_id, seq, total, n_header, g, part, len(pl), crc32(pl)) + pl)
         cells_by_seq.append(pc)
     sizes = np.fromiter((len(d) for d in data), dtype=np.int64, count=total)
-    assert sizes.max() <= mtu
-    return Packets(data, sizes, cells_by_seq, n_header, geometry, side, mtu)
+    assert sizes.max() <= limit
+    return Packets(data, sizes, cells_by_seq, n_header, geometry, side, limit)
 
 
 def parse_packet(data: bytes) -> tuple[PacketHeader, bytes]:

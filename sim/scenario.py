@@ -663,7 +663,7 @@ def _parse_point(chk: _Checker, raw: dict, base: Path, default_name: str) -> dic
     """Every section of one concrete scenario (no sweep) as constructor results, or None."""
     from channels.link import Link, make_link
     from sim.engine import ReceiverConfig
-    from sim.packets import PacketizerConfig
+    from sim.packets import MIN_PACKET_BYTES, PacketizerConfig
 
     chk.keys("", raw, SECTIONS)
     sec: dict[str, Any] = {}
@@ -688,12 +688,21 @@ def _parse_point(chk: _Checker, raw: dict, base: Path, default_name: str) -> dic
     sec["images"] = _parse_images(chk, raw.get("images"), base)
     sec["codec"] = _parse_codec(chk, raw.get("codec"), base)
     pk = chk.mapping("packetizer", raw.get("packetizer"))
+    if pk is not None and "mtu" in pk:  # older scenarios had a second MTU here
+        chk.line("packetizer.mtu: no longer a packetizer key; the link's MTU is the only MTU: set link.mtu "
+                 "(bytes on the wire per packet, link.header_bytes of IP/UDP included; a packet carries at "
+                 "most link.mtu − link.header_bytes bytes)")
+        pk = {k: v for k, v in pk.items() if k != "mtu"}
     sec["packetizer"] = None if pk is None else _build(chk, "packetizer", PacketizerConfig, pk)
     lk = chk.mapping("link", raw.get("link"))
     if lk is not None and "link" not in raw:
         chk.line("link: missing (required); expected at least {rate_bps: ..., delay_s: ...}")
         lk = None
     sec["link"] = None if lk is None else _build(chk, "link", Link, lk, factory=make_link)
+    if sec["link"] is not None and not MIN_PACKET_BYTES <= sec["link"].max_payload <= 0xFFFF:
+        chk.line(f"link.mtu = {sec['link'].mtu} with link.header_bytes = {sec['link'].header_bytes} leaves "
+                 f"{sec['link'].max_payload} bytes per packet; the packetizer needs {MIN_PACKET_BYTES} to 65535 "
+                 f"(its 19-byte header, a 14-byte geometry record and at least 1 byte)")
     if "channel" not in raw:
         chk.line("channel: missing (required); expected e.g. {kind: bernoulli, loss: 0.05}")
         sec["channel"] = None

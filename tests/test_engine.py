@@ -143,11 +143,11 @@ def test_trace_header_and_data_lost_complement_fetches_header_only():
 
 
 def test_lossless_time_to_image_is_serialization_plus_propagation_exactly():
-    link = Link(rate_bps=8 * 2 ** 20, delay_s=2.0 ** -6, header_bytes=28)  # 1 byte = 2⁻²⁰ s
+    link = Link(rate_bps=8 * 2 ** 20, delay_s=2.0 ** -6, mtu=428, header_bytes=28)  # 1 byte = 2⁻²⁰ s; 400 B packets
     prep = Prep(4, 16, 16, side=bytes(700))
     for layout, tile in (("tile", 4), ("interleave", 2), ("row", 3)):
-        pcfg = PacketizerConfig(layout=layout, tile=tile, mtu=400)
-        pk = packetize(ByteCodec(), prep, 1, pcfg)
+        pcfg = PacketizerConfig(layout=layout, tile=tile)
+        pk = packetize(ByteCodec(), prep, 1, pcfg, limit=link.max_payload)
         assert pk.n_header == 2  # 700 B of side info: two header packets
         t = transmit(ByteCodec(), prep, image_id=1, packetizer=pcfg, link=link,
                      channel=make_channel("bernoulli", loss=0.0), policy=make_policy("resend"),
@@ -179,7 +179,7 @@ def test_arq_rounds_match_closed_form(p, closed):
     prep = Prep(1, 7, 9)
     pcfg = PacketizerConfig(layout="row", tile=1)
     codec = ByteCodec()
-    pk = packetize(codec, prep, 0, pcfg)
+    pk = packetize(codec, prep, 0, pcfg, limit=1172)
     assert pk.total == 64
     link = Link(rate_bps=1e7, delay_s=0.01)
     channel = make_channel("bernoulli", loss=p)
@@ -223,21 +223,23 @@ def test_policies_share_the_first_pass_channel_realisation():
     assert len(seen) == 1 and seen.pop() > 0
 
 
-def test_packets_never_exceed_packetizer_mtu_nor_link_payload():
+def test_packets_fit_the_link_mtu_with_its_header_bytes():
     prep = Prep(4, 16, 16, side=bytes(500))
     link = Link(rate_bps=1e6, delay_s=0.0, mtu=200, header_bytes=28)
     trace = []
-    t = transmit(ByteCodec(), prep, image_id=0, packetizer=PacketizerConfig(tile=8, mtu=1200), link=link,
+    t = transmit(ByteCodec(), prep, image_id=0, packetizer=PacketizerConfig(tile=8), link=link,
                  channel=make_channel("bernoulli", loss=0.0), policy=make_policy("none"),
                  receiver=ReceiverConfig(), rng=np.random.default_rng(0), trace=trace)
-    assert t.stats["packet_limit_bytes"] == 172
-    pk = packetize(ByteCodec(), prep, 0, PacketizerConfig(tile=8, mtu=1200), limit=172)
+    assert t.stats["packet_limit_bytes"] == 172  # link.mtu − link.header_bytes
+    pk = packetize(ByteCodec(), prep, 0, PacketizerConfig(tile=8), limit=172)
     assert pk.sizes.max() <= 172 and t.stats["packets"] == pk.total > 5
+    # on the wire: every packet + the link's header is at most link.mtu
+    assert t.stats["bytes_forward"] == int(pk.sizes.sum()) + 28 * pk.total and int(pk.sizes.max()) + 28 <= 200
     with pytest.raises(ConfigError, match="do not fit the link"):
         transmit(ByteCodec(), prep, image_id=0, packetizer=PacketizerConfig(), link=link,
                  channel=make_channel("bernoulli", loss=0.0), policy=make_policy("none"),
                  receiver=ReceiverConfig(), rng=np.random.default_rng(0),
-                 packets=packetize(ByteCodec(), prep, 0, PacketizerConfig()))
+                 packets=packetize(ByteCodec(), prep, 0, PacketizerConfig(), limit=1172))
 
 
 @pytest.fixture(scope="module")
@@ -308,7 +310,7 @@ def test_bad_arguments_are_refused():
 
 def test_packets_argument_must_match_the_image():
     prep = Prep(1, 1, 4)
-    pk = packetize(ByteCodec(), prep, 5, PacketizerConfig(layout="row", tile=1))
+    pk = packetize(ByteCodec(), prep, 5, PacketizerConfig(layout="row", tile=1), limit=1172)
     with pytest.raises(ValueError, match="image_id 5"):
         transmit(ByteCodec(), prep, image_id=6, packetizer=PacketizerConfig(layout="row", tile=1),
                  link=Link(**EXACT), channel=make_channel("bernoulli", loss=0.0), policy=make_policy("none"),

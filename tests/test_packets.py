@@ -49,8 +49,8 @@ def test_config_refuses_bad_values_naming_the_field():
         PacketizerConfig(layout="tiles")
     with pytest.raises(ConfigError, match="packetizer.tile = 0"):
         PacketizerConfig(tile=0)
-    with pytest.raises(ConfigError, match="packetizer.mtu = 20"):
-        PacketizerConfig(mtu=20)
+    with pytest.raises(TypeError):  # the link's MTU is the only one
+        PacketizerConfig(mtu=1200)
     with pytest.raises(ConfigError, match="packetizer.tile"):
         PacketizerConfig(tile=2.0)
 
@@ -66,7 +66,7 @@ def test_every_cell_in_exactly_one_group(layout, h, w, k):
 @pytest.mark.parametrize("layout", ["tile", "row", "interleave"])
 def test_every_cell_in_exactly_one_packet_after_splits(layout):
     prep = Prep(4, 12, 20)
-    pk = packetize(BytesCodec(per_cell=10), prep, 5, PacketizerConfig(layout=layout, tile=6, mtu=120))
+    pk = packetize(BytesCodec(per_cell=10), prep, 5, PacketizerConfig(layout=layout, tile=6), limit=120)
     assert any(pk.cells[s] is not None and len(pk.cells[s]) < 36 for s in range(pk.total))  # splits happened
     cells = np.concatenate([c for c in pk.cells if c is not None])
     assert np.array_equal(np.sort(cells), np.arange(12 * 20))
@@ -76,7 +76,7 @@ def test_every_cell_in_exactly_one_packet_after_splits(layout):
 def test_tile_loss_is_a_square_hole():
     h = w = 16
     k = 4
-    pk = packetize(BytesCodec(), Prep(4, h, w), 1, PacketizerConfig(layout="tile", tile=k))
+    pk = packetize(BytesCodec(), Prep(4, h, w), 1, PacketizerConfig(layout="tile", tile=k), limit=1172)
     assert pk.total == pk.n_header + (h // k) * (w // k)
     for seq in range(pk.n_header, pk.total):
         hole = np.zeros(h * w, bool)
@@ -140,7 +140,7 @@ def test_header_round_trip_and_crc_detects_any_flipped_bit():
 
 def test_packets_carry_header_fields_and_decode_on_their_own(real_codec):
     codec, prep = real_codec
-    pk = packetize(codec, prep, 42, PacketizerConfig(layout="interleave", tile=4, mtu=60))
+    pk = packetize(codec, prep, 42, PacketizerConfig(layout="interleave", tile=4), limit=60)
     assert pk.sizes.max() <= 60
     flat = prep.symbols.reshape(prep.symbols.shape[0], -1)
     seen = np.zeros(prep.n_cells, bool)
@@ -161,7 +161,7 @@ def test_packets_carry_header_fields_and_decode_on_their_own(real_codec):
 def test_side_info_larger_than_a_packet_is_split_over_header_packets():
     side = bytes(range(256)) * 3
     prep = Prep(4, 8, 8, side=side)
-    pk = packetize(BytesCodec(), prep, 0, PacketizerConfig(layout="tile", tile=4, mtu=200))
+    pk = packetize(BytesCodec(), prep, 0, PacketizerConfig(layout="tile", tile=4), limit=200)
     chunk = 200 - HEADER_BYTES - GEOMETRY_BYTES
     assert pk.n_header == -(-len(side) // chunk) == 5
     bodies = [parse_packet(pk.data[i])[1] for i in range(pk.n_header)]
@@ -172,12 +172,15 @@ def test_side_info_larger_than_a_packet_is_split_over_header_packets():
 
 
 def test_link_limit_and_unsplittable_cell():
-    pk = packetize(BytesCodec(per_cell=10), Prep(4, 8, 8), 0, PacketizerConfig(tile=4, mtu=1200), limit=100)
+    pk = packetize(BytesCodec(per_cell=10), Prep(4, 8, 8), 0, PacketizerConfig(tile=4), limit=100)
     assert pk.limit == 100 and pk.sizes.max() <= 100
-    with pytest.raises(ConfigError, match="one latent cell codes to 100 bytes"):
-        packetize(BytesCodec(per_cell=100), Prep(4, 8, 8), 0, PacketizerConfig(tile=4, mtu=100))
+    with pytest.raises(ConfigError, match="one latent cell codes to 100 bytes.*raise link.mtu"):
+        packetize(BytesCodec(per_cell=100), Prep(4, 8, 8), 0, PacketizerConfig(tile=4), limit=100)
+    with pytest.raises(ConfigError, match=r"packet limit 33 bytes \(link.mtu − link.header_bytes\): expected an "
+                                          r"integer in \[34, 65535\]"):
+        packetize(BytesCodec(), Prep(4, 8, 8), 0, PacketizerConfig(), limit=33)
     with pytest.raises(ConfigError, match="image_id"):
-        packetize(BytesCodec(), Prep(4, 8, 8), -1, PacketizerConfig())
+        packetize(BytesCodec(), Prep(4, 8, 8), -1, PacketizerConfig(), limit=1172)
 
 
 def test_feedback_list_bitmap_ack_round_trip():

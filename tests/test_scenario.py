@@ -235,3 +235,19 @@ def test_read_yaml_and_apply_overrides_do_not_mutate(tmp_path):
     before = yaml.safe_dump(raw)
     apply_overrides(raw, ["channel.loss=0.5"], seed=1)
     assert yaml.safe_dump(raw) == before
+
+
+def test_one_mtu_the_links(tmp_path):
+    old = {**BASE, "packetizer": {"tile": 2, "mtu": 1200}}
+    errs = errors_of(write(tmp_path, old))
+    assert len(errs) == 1 and "packetizer.mtu: no longer a packetizer key" in errs[0]
+    assert "the link's MTU is the only MTU: set link.mtu" in errs[0] and "link.header_bytes" in errs[0]
+    # swept or --set the same way: one line, not one per sweep point
+    assert len(errors_of(write(tmp_path, BASE), overrides=["sweep.packetizer.mtu=[500, 1200]"])) == 1
+    sc = load_scenario(write(tmp_path, {**BASE, "link": {"rate_bps": 1.0e6, "delay_s": 0.0, "mtu": 1500}}))
+    assert sc.link.max_payload == 1472 and "mtu" not in sc.to_dict()["packetizer"]
+    errs = errors_of(write(tmp_path, {**BASE, "link": {"rate_bps": 1.0e6, "delay_s": 0.0, "mtu": 64,
+                                                       "header_bytes": 40}}))
+    assert errs == [f"{tmp_path / 's.yaml'}: link.mtu = 64 with link.header_bytes = 40 leaves 24 bytes per packet; "
+                    f"the packetizer needs 34 to 65535 (its 19-byte header, a 14-byte geometry record and at "
+                    f"least 1 byte)"]
