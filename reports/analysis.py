@@ -95,7 +95,7 @@ class Stats:
 
 def build_stats(data) -> Stats:
     """Summary rows of the report's records (derived fields included) and latency statistics."""
-    rows = summarize(data.records, wall=True)
+    rows = summarize(data.records)
     by_key = {(r["point"], r["policy"], r["metric"]): r for r in rows}
     latency, n = {}, {}
     for (point, policy), recs in data.by_point_policy().items():
@@ -110,7 +110,7 @@ def build_stats(data) -> Stats:
 def mean_ci(values) -> tuple[float | None, float | None, float | None]:
     """``(mean, low, high)``: the Student-t 95 % interval of :func:`sim.results.summarize`
     applied to a plain list (None entries are left out; low/high None below two values)."""
-    rows = summarize([{"key": [i], "point": 0, "policy": "", "value": v} for i, v in enumerate(values)], wall=False)
+    rows = summarize([{"key": [i], "point": 0, "policy": "", "value": v} for i, v in enumerate(values)])
     row = next((r for r in rows if r["metric"] == "value"), None)
     if row is None:
         return None, None, None

@@ -1,4 +1,4 @@
-"""Build a run's report: ``report.html``, ``report.md``, ``figures/*.png`` and ``summary.csv``.
+"""Build a run's report: ``report.html``, ``report.md``, ``figures/*.png``, ``summary.csv`` and ``timings.csv``.
 
 Everything is computed from the files of the output folder (``results.jsonl``,
 ``scenario.resolved.yaml``, ``provenance.json``, ``examples/``); nothing is simulated or
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sim.results import SUMMARY_FILE, write_summary
+from sim.results import write_summaries
 
 from reports.analysis import build_stats, find_crossovers
 from reports.data import load_report_data
@@ -343,7 +343,7 @@ def _clean_figures(folder: Path) -> None:
 
 
 def build_report(out: str | Path, formats=FORMATS) -> dict:
-    """Write the report of the run in ``out``; returns ``{"md"|"html"|"summary"|"figures": path(s)}``.
+    """Write the report of the run in ``out``; returns ``{"md"|"html"|"summary"|"timings"|"figures": path(s)}``.
 
     Parameters
     ----------
@@ -367,8 +367,7 @@ def build_report(out: str | Path, formats=FORMATS) -> dict:
     st = build_stats(data)
     crossovers = find_crossovers(data, st)
     written: dict = {}
-    write_summary(data.records, out / SUMMARY_FILE)  # what the runner writes: same function, same records
-    written["summary"] = out / SUMMARY_FILE
+    written.update(write_summaries(data.records, out))  # what the runner writes: same function, same records
 
     from reports.figures import make_figures
 
@@ -420,7 +419,7 @@ def build_report(out: str | Path, formats=FORMATS) -> dict:
         blocks.append(("img", f"{FIGURES_DIR}/{path.name}", cap))
     blocks += [("h", 2, "Per policy and loss rate: mean ± 95 % CI"),
                ("p", "Student-t interval half-widths from `sim.results.summarize` (as in `summary.csv`, which "
-                     "has every field); time-to-image: median with its order-statistic interval, and p95. "
+                     "has every deterministic field; wall-clock times are in `timings.csv`); time-to-image: median with its order-statistic interval, and p95. "
                      "n = transmissions; `partial`/`missing` = fewer than planned.")]
     blocks += _metric_tables(data, st)
     blocks += [("h", 2, "Channel check"),

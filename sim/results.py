@@ -9,8 +9,9 @@ supersedes it. See ``docs/scenario.md`` for every field.
 
 :func:`summarize` turns a results file into ``summary.csv`` rows: mean, standard deviation
 and a Student-t 95 % confidence interval of every numeric field, and of the derived metrics
-of :func:`derived_fields`, per sweep point × policy. The runner and the report both write
-``summary.csv`` with :func:`write_summary`, so the two agree.
+of :func:`derived_fields`, per sweep point × policy; the wall-clock ``wall.*`` fields get the
+same statistics in their own file, ``timings.csv``, so ``summary.csv`` is deterministic. The
+runner and the report both write the two files with :func:`write_summaries`, so they agree.
 """
 
 from __future__ import annotations
@@ -28,15 +29,17 @@ import numpy as np
 from sim.errors import InputError
 
 __all__ = [
-    "RESULTS_FILE", "SUMMARY_FILE", "IDENTITY_KEYS", "SUMMARY_COLUMNS", "DERIVED_FIELDS", "record_line",
+    "RESULTS_FILE", "SUMMARY_FILE", "TIMINGS_FILE", "IDENTITY_KEYS", "SUMMARY_COLUMNS", "DERIVED_FIELDS", "record_line",
     "ResultsWriter", "read_records", "latest_records", "derived_fields", "summarize", "write_summary",
+    "write_summaries",
     "numeric_fields",
 ]
 
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
-SUMMARY_FILE = "summary.csv"
+SUMMARY_FILE = "summary.csv"   # deterministic metrics
+TIMINGS_FILE = "timings.csv"   # wall-clock metrics (the records' wall.*), same columns
 # fields that identify a record rather than measure it (never summarised)
 IDENTITY_KEYS = ("key", "point", "repeat", "image", "image_id", "policy", "policy_kind",
                  "sweep", "seed", "error", "wall")
@@ -202,20 +205,15 @@ def derived_fields(rec: dict) -> dict:
     return {k: v for k, v in out.items() if k not in rec}
 
 
-def numeric_fields(record: dict, *, wall: bool = True) -> dict:
-    """The record's summarisable numbers: top-level numeric/bool/null fields that are not
-    identity fields, then ``wall.<name>`` for the wall-clock ones (if ``wall``)."""
-    out = {}
-    for k, v in record.items():
-        if k in IDENTITY_KEYS:
-            continue
-        if v is None or isinstance(v, (bool, int, float)):
-            out[k] = v
-    if wall and isinstance(record.get("wall"), dict):
-        for k, v in record["wall"].items():
-            if v is None or isinstance(v, (bool, int, float)):
-                out[f"wall.{k}"] = v
-    return out
+def numeric_fields(record: dict, *, timings: bool = False) -> dict:
+    """The record's summarisable numbers: its top-level numeric/bool/null fields that are not
+    identity fields (deterministic); with ``timings``, instead its wall-clock ones, as
+    ``wall.<name>``."""
+    if timings:
+        wall = record.get("wall") if isinstance(record.get("wall"), dict) else {}
+        return {f"wall.{k}": v for k, v in wall.items() if v is None or isinstance(v, (bool, int, float))}
+    return {k: v for k, v in record.items()
+            if k not in IDENTITY_KEYS and (v is None or isinstance(v, (bool, int, float)))}
 
 
 def _stats(values: list) -> dict:
@@ -236,11 +234,13 @@ def _stats(values: list) -> dict:
     return row
 
 
-def summarize(source, *, wall: bool = True) -> list[dict]:
-    """Summary rows of a results file (or list of records).
+def summarize(source, *, timings: bool = False) -> list[dict]:
+    """Summary rows of a results file (or list of records): ``summary.csv``, or with
+    ``timings`` the wall-clock ``wall.*`` metrics instead (``timings.csv``).
 
-    One row per sweep point × policy × metric, in point order, then policies in the order
-    they first appear, then metrics (sorted; wall-clock ones, ``wall.*``, last). Columns:
+    Without ``timings`` every value is deterministic: two runs of one scenario and seed give
+    the same rows. One row per sweep point × policy × metric, in point order, then policies
+    in the order they first appear, then metrics (sorted). Columns:
     ``point``, one column per swept field (its dotted name), ``policy``, ``metric``, ``n``
     (records with a value), ``n_null`` (records where it is null, e.g. an infinite PSNR;
     left out of the statistics), ``mean``, ``std`` (sample, ddof = 1), ``ci95`` (half-width
@@ -267,13 +267,13 @@ def summarize(source, *, wall: bool = True) -> list[dict]:
         g = groups[(point, policy)]
         values: dict[str, list] = {}
         for rec in g["recs"]:
-            for k, v in numeric_fields(rec, wall=wall).items():
+            for k in numeric_fields(rec, timings=timings):
                 values.setdefault(k, [])
         for rec in g["recs"]:
-            nums = numeric_fields(rec, wall=wall)
+            nums = numeric_fields(rec, timings=timings)
             for k in values:
                 values[k].append(nums.get(k))
-        for metric in sorted(values, key=lambda m: (m.startswith("wall."), m)):
+        for metric in sorted(values):
             row = {"point": point, **{k: g["sweep"].get(k) for k in sweep_keys},
                    "policy": policy, "metric": metric, **_stats(values[metric])}
             rows.append(row)
@@ -292,9 +292,9 @@ def _cell(v) -> str:
     return str(v)
 
 
-def write_summary(source, path: str | Path, *, wall: bool = True) -> list[dict]:
+def write_summary(source, path: str | Path, *, timings: bool = False) -> list[dict]:
     """:func:`summarize` ``source`` and write the rows as CSV to ``path``; returns the rows."""
-    rows = summarize(source, wall=wall)
+    rows = summarize(source, timings=timings)
     columns: list[str] = []
     for row in rows:
         for k in row:
@@ -311,3 +311,16 @@ def write_summary(source, path: str | Path, *, wall: bool = True) -> list[dict]:
     tmp.write_text(buf.getvalue(), encoding="utf-8")
     os.replace(tmp, path)
     return rows
+
+
+def write_summaries(source, out: str | Path) -> dict:
+    """Write ``out/summary.csv`` (deterministic metrics) and ``out/timings.csv`` (wall clock)
+    from one read of ``source`` (a results file or list of records); returns their paths.
+
+    The runner and the report both call this, so their files agree.
+    """
+    out = Path(out)
+    records = read_records(source) if isinstance(source, (str, os.PathLike)) else list(source)
+    write_summary(records, out / SUMMARY_FILE)
+    write_summary(records, out / TIMINGS_FILE, timings=True)
+    return {"summary": out / SUMMARY_FILE, "timings": out / TIMINGS_FILE}

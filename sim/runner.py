@@ -51,7 +51,7 @@ import numpy as np
 
 from sim.errors import ConfigError, InputError, LatentcastError
 from sim.metrics import quality
-from sim.results import RESULTS_FILE, SUMMARY_FILE, ResultsWriter, read_records, write_summary
+from sim.results import RESULTS_FILE, ResultsWriter, read_records, write_summaries
 from sim.scenario import CodecConfig, ImagesConfig, Scenario
 
 __all__ = ["run_scenario", "RunReport", "load_images", "transmission_rng", "RESOLVED_FILE",
@@ -437,7 +437,7 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
 
     Writes ``out/scenario.resolved.yaml`` and appends to ``out/provenance.json`` at the
     start, appends to ``out/results.jsonl`` as each transmission finishes, and writes
-    ``out/summary.csv`` at the end (also after Ctrl-C, for what is finished).
+    ``out/summary.csv`` and ``out/timings.csv`` at the end (also after Ctrl-C, for what is finished).
 
     Parameters
     ----------
@@ -523,7 +523,7 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
         writer.close()
         bar.close()
         t0 = time.perf_counter()
-        write_summary(out / RESULTS_FILE, out / SUMMARY_FILE)
+        write_summaries(out / RESULTS_FILE, out)
         stages["write"] += time.perf_counter() - t0
         report.transmit_s = stages["transmit"]
         report.stages = stages

@@ -314,9 +314,10 @@ def test_run_with_report_flag(tmp_path, monkeypatch):
     assert (out / "report.html").exists() and "complete: all 8 planned records" in md
     assert "| 0.3 | complement | 2 |" in md and (out / "figures" / "crossover.png").exists()
     assert "| LPIPS | SSIM vs loss-free | LPIPS vs loss-free |" in md          # the metric tables
-    # one summary.csv: the report rewrote the runner's with the same function and records
-    from sim.results import write_summary
+    # one summary.csv (and timings.csv): the report rewrote the runner's with the same function and records
+    from sim.results import write_summaries
 
-    write_summary(out / "results.jsonl", tmp_path / "runner.csv")
-    summary = (out / "summary.csv").read_text()
-    assert summary == (tmp_path / "runner.csv").read_text() and ",complement,psnr_per_kB," in summary
+    again = write_summaries(out / "results.jsonl", tmp_path)
+    for name in ("summary", "timings"):
+        assert (out / f"{name}.csv").read_text() == again[name].read_text()
+    assert ",complement,psnr_per_kB," in again["summary"].read_text() and "wall." not in again["summary"].read_text()

@@ -94,6 +94,10 @@ def test_records_are_complete_and_deterministic(scenario_file, reference, tmp_pa
     a, b = reference, tmp_path / "b"
     run(scenario_file, b)
     assert lines_without_wall(a / "results.jsonl") == lines_without_wall(b / "results.jsonl")
+    assert (a / "summary.csv").read_bytes() == (b / "summary.csv").read_bytes()   # no wall clock in it
+    timings = [row["metric"] for row in csv.DictReader(open(a / "timings.csv"))]
+    assert timings and all(m.startswith("wall.") for m in timings) and "wall.decode_s" in timings
+    assert "wall." not in (a / "summary.csv").read_text()
     recs = read_records(a / "results.jsonl")
     r = recs[0]
     for field in ("key", "point", "repeat", "image", "policy", "policy_kind", "sweep", "seed",
@@ -212,8 +216,8 @@ def test_cli_run_writes_outputs_and_summary_regenerates(scenario_file, tmp_path,
     out = tmp_path / "cli"
     assert main(["run", str(scenario_file), "--out", str(out), "--set", "sweep.channel.loss=[0.2]",
                  "--seed", "9", "--no-progress"]) == 0
-    assert {p.name for p in out.iterdir()} >= {"results.jsonl", "summary.csv", "scenario.resolved.yaml",
-                                               "provenance.json"}
+    assert {p.name for p in out.iterdir()} >= {"results.jsonl", "summary.csv", "timings.csv",
+                                               "scenario.resolved.yaml", "provenance.json"}
     recs = read_records(out / "results.jsonl")
     assert len(recs) == 6 and all(r["seed"] == 9 and r["sweep"] == {"channel.loss": 0.2} for r in recs)
     before = (out / "summary.csv").read_text()
@@ -260,9 +264,11 @@ def test_summary_against_hand_computation(tmp_path):
     assert n["n"] == 2 and n["n_null"] == 1 and n["mean"] == 20.0 and n["std"] == 0.0 and n["ci95"] == 0.0
     assert rows[("none", "complemented")]["mean"] == 1.0
     assert rows[("none", "rounds")]["mean"] == 1.0
-    assert rows[("resend", "wall.decode_s")]["mean"] == 0.5
     assert rows[("none", "psnr")]["channel.loss"] == 0.1
-    assert [k for k in rows if k[0] == "resend"][-1][1] == "wall.decode_s"
+    assert not any(m.startswith("wall.") for _, m in rows)                      # deterministic metrics only
+    timings = {(r["policy"], r["metric"]): r for r in summarize(path, timings=True)}
+    assert set(timings) == {("resend", "wall.decode_s"), ("none", "wall.decode_s")}
+    assert timings[("resend", "wall.decode_s")]["mean"] == 0.5 and timings[("resend", "wall.decode_s")]["n"] == 2
     write_summary(path, tmp_path / "s.csv")
     with open(tmp_path / "s.csv") as fh:
         table = list(csv.DictReader(fh))

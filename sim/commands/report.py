@@ -7,7 +7,7 @@ import sys
 
 NAME = "report"
 HELP = ("build a run's loss-rate report from its results.jsonl: report.html, report.md, "
-        "figures/*.png, summary.csv (nothing is re-simulated)")
+        "figures/*.png, summary.csv, timings.csv (nothing is re-simulated)")
 
 
 def _formats(text: str) -> list[str]:
@@ -23,7 +23,7 @@ def _formats(text: str) -> list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", metavar="OUT_DIR", help="a run's output folder (holds results.jsonl)")
     p.add_argument("--format", dest="formats", type=_formats, default=["html", "md"], metavar="html,md",
-                   help="which reports to write (default: html,md); figures and summary.csv are always written")
+                   help="which reports to write (default: html,md); figures, summary.csv and timings.csv are always written")
 
 
 def run(args) -> int:
@@ -35,7 +35,7 @@ def run(args) -> int:
         written = build_report(args.out, args.formats)
     except LatentcastError as err:
         return print_errors("report", err)
-    for key in ("html", "md", "summary"):
+    for key in ("html", "md", "summary", "timings"):
         if key in written:
             print(written[key], file=sys.stderr)
     print(f"{len(written['figures'])} figure(s) in {written['summary'].parent / 'figures'}", file=sys.stderr)

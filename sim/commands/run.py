@@ -6,7 +6,7 @@ import argparse
 import sys
 
 NAME = "run"
-HELP = "run a scenario: transmissions, results.jsonl, summary.csv (resumes an interrupted run)"
+HELP = "run a scenario: transmissions, results.jsonl, summary.csv, timings.csv (resumes an interrupted run)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
