@@ -7,7 +7,8 @@ The shipped ``tiny`` codec and complement weights by default; ``--random`` build
 architectures with random weights (same cost; use it before the shipped weights exist), and
 ``--codec-weights`` / ``--weights`` point elsewhere. Prints the median over ``--repeat`` runs
 of the conditioning (masked-image decode, EEN), then of the whole ``learned`` method per step
-count (with and without the denoising step), and of the codec decode that follows it.
+count (with and without the denoising step), and of the codec decode that follows it, each as
+wall-clock seconds and, in parentheses, process CPU seconds.
 """
 
 from __future__ import annotations
@@ -51,14 +52,20 @@ def _codec(args):
     return load_codec("tiny", weights=args.codec_weights)
 
 
-def _median_s(fn, repeat: int) -> float:
+def _median_s(fn, repeat: int) -> str:
+    """'wall (cpu)': median wall-clock and process CPU seconds over ``repeat`` runs after a warm-up.
+
+    On a shared machine the wall time includes waiting for a core; the CPU time (all threads)
+    is what the same work costs on an idle one with one thread.
+    """
     fn()  # warm-up
-    times = []
+    wall, cpu = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return f"{statistics.median(wall):.3f} ({statistics.median(cpu):.3f})"
 
 
 def main() -> None:
@@ -84,20 +91,20 @@ def main() -> None:
     while not missing.any():
         missing = random_loss_mask(h, w, gen, "tile", max_loss=0.2).numpy()
     print(f"512×512, latent {h}×{w}, {missing.mean():.1%} of cells lost, {args.threads} threads, "
-          f"weights {'random' if args.random else args.weights}, median of {args.repeat} (s):")
+          f"weights {'random' if args.random else args.weights}, median of {args.repeat}, wall s (CPU s):")
     method = LearnedComplement(codec, models, steps=args.steps[0])
     z = torch.from_numpy(latent)[None]
     lost = torch.from_numpy(missing)[None, None].float()
     with torch.no_grad():
         t_image = _median_s(lambda: method.masked_image(z, lost), args.repeat)
         t_een = _median_s(lambda: method.edge_map(z, lost), args.repeat)
-    print(f"  conditioning: masked-image decode {t_image:.3f}  EEN {t_een:.3f}")
+    print(f"  conditioning: masked-image decode {t_image}  EEN {t_een}")
     for steps in args.steps:
         for denoise in (False, True):
             m = LearnedComplement(codec, models, steps=steps, denoise=denoise)
             t = _median_s(lambda: m(latent, missing, np.random.default_rng(0)), args.repeat)
-            print(f"  learned, steps {steps:2d}{' + denoise step (2 steps)' if denoise else ''}: {t:.3f}")
-    print(f"  codec decode afterwards: {_median_s(lambda: codec.decode(latent), args.repeat):.3f}")
+            print(f"  learned, steps {steps:2d}{' + denoise step (2 steps)' if denoise else ''}: {t}")
+    print(f"  codec decode afterwards: {_median_s(lambda: codec.decode(latent), args.repeat)}")
 
 
 if __name__ == "__main__":

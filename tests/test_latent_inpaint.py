@@ -211,6 +211,8 @@ def test_weight_set_errors(tmp_path):
         load_complement_models(str(tmp_path / "none"))
     with pytest.raises(ConfigError, match="sd15"):
         load_complement_models("tiny", sd15={"unet": "x"})
+    with pytest.raises(ConfigError, match="complement.sd15.unets: unknown key"):
+        load_complement_models("sd15", sd15={"unets": "x"})
 
 
 # -- the loop itself -------------------------------------------------------------------------

@@ -60,9 +60,9 @@ class LearnedComplement:
     models : ComplementModels
         A weight set (:func:`sim.complement.models.load_complement_models`).
     steps : int
-        DDIM steps of the inpainting loop (default 10: about 1.7 s for a 512 × 512 image with
-        the tiny weight set on one busy CPU core, within the 3 s budget; see
-        ``benchmarks/bench_complement.py`` and docs/complement.md).
+        DDIM steps of the inpainting loop (default 8: 1.4–2.1 s for a 512 × 512 image with the
+        tiny architectures on one core of a busy 2-core CPU, 2.0–2.6 s with the denoising step,
+        inside the 3 s budget; see ``benchmarks/bench_complement.py`` and docs/complement.md).
     strength : float in (0, 1]
         1 = lost cells start from pure noise; below 1 they start from harmonic interpolation
         noised to the first timestep run (SDEdit-style; fewer steps run).
@@ -80,7 +80,7 @@ class LearnedComplement:
 
     needs_codec = True
 
-    def __init__(self, codec, models, steps: int = 10, strength: float = 1.0, edges: bool = True,
+    def __init__(self, codec, models, steps: int = 8, strength: float = 1.0, edges: bool = True,
                  denoise: bool = False, denoise_strength: float = 0.2, denoise_steps: int = 2,
                  guidance_scale: float = 1.0, eta: float = 0.0, name: str = "learned"):
         self.codec, self.models, self.name = codec, models, name
@@ -149,10 +149,12 @@ class LearnedComplement:
             parts = []
             for kind in spec.inputs:
                 if kind in ("edges", "canny"):
-                    e = edges if edges is not None else torch.zeros_like(image[:, :1])
+                    e = edges if edges is not None else torch.zeros_like(image[:, :1])  # no-edge ablation
                     parts.append(e if kind == "edges" else e.expand(-1, 3, -1, -1))
-                else:  # inpaint: everything counts as lost in the denoising stage
-                    parts.append(image if stage == "inpaint" else torch.full_like(image, -1.0))
+                elif stage == "inpaint":
+                    parts.append(image)
+                else:  # the denoising stage conditions on edges only: every pixel counts as lost
+                    parts.append(torch.full_like(edges.expand(-1, 3, -1, -1), -1.0))
             out.append(Control(spec.net, torch.cat(parts, 1), spec.scale))
         return out
 
@@ -186,12 +188,10 @@ class LearnedComplement:
         lost = torch.from_numpy(missing)[None, None].to(device, torch.float32)
         # 1. conditioning: masked image (if a ControlNet takes it) and EEN edges
         image = edges = None
-        if any("inpaint" in s.inputs for s in self.models.controlnets):
+        if missing.any() and any("inpaint" in s.inputs for s in self.models.controlnets):
             image = self.masked_image(z, lost)
         if self.edges and any(s.uses_edges for s in self.models.controlnets):
             edges = self.edge_map(z, lost)
-        if image is None and edges is not None:
-            image = torch.full_like(edges.expand(-1, 3, -1, -1), -1.0)
         common = dict(encoder_hidden_states=self.models.prompt_embeds, generator=generator, eta=self.eta,
                       guidance_scale=self.guidance_scale)
         scaled = z * sf

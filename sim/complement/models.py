@@ -38,7 +38,7 @@ from sim.complement.een import EdgeEstimationNetwork, load_een
 from sim.errors import ConfigError, ModelLoadError
 
 __all__ = [
-    "CONTROL_INPUTS", "SD15_SCHEDULER", "SHIPPED_TINY", "SD15_DEFAULTS", "ControlSpec", "ComplementModels",
+    "CONTROL_INPUTS", "SD15_SCHEDULER", "SHIPPED_TINY", "SD15_DEFAULTS", "SD15_KEYS", "ControlSpec", "ComplementModels",
     "tiny_unet", "tiny_controlnet", "save_weight_set", "load_weight_set", "load_sd15", "load_complement_models",
     "empty_prompt_embedding", "save_prompt_embeds",
 ]
@@ -55,6 +55,7 @@ SD15_SCHEDULER = {
     "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": "epsilon",
     "timestep_spacing": "leading",
 }
+SD15_KEYS = ("unet", "inpaint", "canny", "empty_prompt", "een", "scales")
 SD15_DEFAULTS = {"unet": "stable-diffusion-v1-5/stable-diffusion-v1-5",
                  "inpaint": "lllyasviel/control_v11p_sd15_inpaint",
                  "canny": "lllyasviel/control_v11p_sd15_canny"}
@@ -313,7 +314,12 @@ def load_complement_models(weights: str = "tiny", een: str | Path | None = None,
                            device: str = "cpu") -> ComplementModels:
     """``"tiny"`` (shipped folder), ``"sd15"`` (``sd15`` = kwargs of :func:`load_sd15`), or a weight-set folder."""
     if weights == "sd15":
-        return load_sd15(**{**(sd15 or {}), **({"een": een} if een else {}), "device": device})
+        sd15 = dict(sd15 or {})
+        unknown = set(sd15) - set(SD15_KEYS)
+        if unknown:
+            raise ConfigError(f"complement.sd15.{sorted(unknown)[0]}: unknown key; "
+                              f"expected keys: {', '.join(SD15_KEYS)}")
+        return load_sd15(**{**sd15, **({"een": een} if een else {}), "device": device})
     if sd15:
         raise ConfigError(f"complement.sd15 is set but complement.weights = {weights!r}; "
                           f"set weights: sd15 or drop the sd15 section")
