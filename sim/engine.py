@@ -426,7 +426,7 @@ class _Session:
 
 def transmit(codec, prep, *, image_id: int, packetizer: PacketizerConfig, link, channel, policy,
              receiver: ReceiverConfig, rng: np.random.Generator, trace: list | None = None,
-             packets: Packets | None = None) -> Transmission:
+             packets: Packets | None = None, method=None) -> Transmission:
     """Send one prepared image and return what the receiver decodes.
 
     Parameters
@@ -452,6 +452,11 @@ def transmit(codec, prep, *, image_id: int, packetizer: PacketizerConfig, link, 
         ``ack_arrive``.
     packets : Packets, optional. Reuse ``packetize`` output across policies (it must have
         been made for this codec, prep, image_id and packetizer).
+    method : callable, optional. The policy's complement method, built once per run with
+        ``sim.complement.make_method(policy.method, codec, cache=..., **policy.method_options)``
+        and handed to ``policy.repair``. None: the policy uses its registry function, which is
+        enough for ``zero``/``mean``/``interp``; a codec method (``learned``…) then raises
+        ConfigError when it is needed. Policies without a ``method`` ignore it.
 
     Returns
     -------
@@ -489,7 +494,7 @@ def transmit(codec, prep, *, image_id: int, packetizer: PacketizerConfig, link, 
         known = ~missing
         latent[:, known] = add_noise(latent[:, known], s.noise_rng)
     wall1 = time.perf_counter()
-    out, complemented = policy.repair(latent, missing, s.repair_rng)
+    out, complemented = policy.repair(latent, missing, s.repair_rng, method=method)
     wall2 = time.perf_counter()
     if trace is not None:
         trace.sort(key=lambda e: e[0])

@@ -427,6 +427,10 @@ class _Checker:
             self.line(msg)
         elif m and "." in m.group(1) and m.group(1).rsplit(".", 1)[1] in params:
             self.line(f"{path}.{m.group(1).rsplit('.', 1)[1]}{m.group(2)}")
+        elif m and any(part in params for part in m.group(1).split(".")[:-1]):  # a key inside a mapping option
+            parts = m.group(1).split(".")
+            i = next(i for i, part in enumerate(parts) if part in params)
+            self.line(f"{path}.{'.'.join(parts[i:])}{m.group(2)}")
         elif m and m.group(1) in params:
             self.line(f"{path}.{msg}")
         elif isinstance(err, LatentcastError) or isinstance(err, ValueError):
@@ -610,7 +614,35 @@ def _parse_channel(chk: _Checker, raw, base: Path):
     return _build(chk, "channel", CHANNELS[kind], params, factory=lambda **kw: make_channel(kind, **kw))
 
 
-def _parse_policies(chk: _Checker, raw) -> tuple[PolicyConfig, ...] | None:
+_OPTION_PATHS = ("weights", "een")            # method_options keys that name local files / folders
+_SD15_PATHS = ("unet", "inpaint", "canny", "empty_prompt", "een")
+
+
+def _resolve_method_paths(base: Path, options):
+    """``method_options`` with local paths made absolute (relative to the scenario file).
+
+    ``weights`` (unless ``tiny`` / ``sd15``) and ``een`` always; the ``sd15`` entries only when
+    the resolved path exists (otherwise they are hub ids), as ``codec.weights``.
+    """
+    if not isinstance(options, dict):
+        return options
+    out = dict(options)
+    for key in _OPTION_PATHS:
+        value = out.get(key)
+        if isinstance(value, str) and value and not (key == "weights" and value in ("tiny", "sd15")):
+            out[key] = _resolve_path(base, value)
+    sd15 = out.get("sd15")
+    if isinstance(sd15, dict):
+        sd15 = dict(sd15)
+        for key in _SD15_PATHS:
+            value = sd15.get(key)
+            if isinstance(value, str) and value and Path(_resolve_path(base, value)).exists():
+                sd15[key] = _resolve_path(base, value)
+        out["sd15"] = sd15
+    return out
+
+
+def _parse_policies(chk: _Checker, raw, base: Path = Path(".")) -> tuple[PolicyConfig, ...] | None:
     from sim.policies import POLICIES, make_policy
 
     if raw is None:
@@ -632,6 +664,8 @@ def _parse_policies(chk: _Checker, raw) -> tuple[PolicyConfig, ...] | None:
             ok = False
             continue
         params = {k: v for k, v in item.items() if k not in ("kind", "name")}
+        if "method_options" in params:
+            params["method_options"] = _resolve_method_paths(base, params["method_options"])
         kind = item.get("kind")
         if kind is None:
             chk.line(f"{path}.kind: missing (required); expected one of {', '.join(POLICIES)}")
@@ -710,7 +744,7 @@ def _parse_point(chk: _Checker, raw: dict, base: Path, default_name: str) -> dic
         sec["channel"] = _parse_channel(chk, raw["channel"], base)
     rc = chk.mapping("receiver", raw.get("receiver"))
     sec["receiver"] = None if rc is None else _build(chk, "receiver", ReceiverConfig, rc)
-    sec["policies"] = _parse_policies(chk, raw.get("policies"))
+    sec["policies"] = _parse_policies(chk, raw.get("policies"), base)
     return sec
 
 

@@ -232,3 +232,66 @@ def test_deadline_while_waiting_for_a_retransmission():
     s = t.stats
     assert (s["time_to_image_s"], s["rounds"], s["packets_sent"], s["missing_cells"]) == (1.0, 2, 7, 2)
     assert s["bytes_retransmitted"] == 2 * 32
+
+
+# --------------------------------------------------------------------------- method options, built methods
+
+
+def test_method_options_are_checked_and_named():
+    assert make_policy("complement", method="interp").method_options == {}
+    assert make_policy("hybrid", method="pixel-telea", method_options={"radius": 5}).method_options == {"radius": 5}
+    opts = {"steps": 4, "strength": 0.5, "weights": "tiny"}
+    assert make_policy("complement", method="learned", method_options=opts).method_options == opts
+    cases = [
+        (("complement", "interp", {"steps": 2}), r"policy.complement.method_options.steps: .*'interp' takes no options"),
+        (("complement", "learned", {"steps": 0}), r"policy.complement.method_options.steps = 0: expected an integer"),
+        (("complement", "learned", {"stpes": 2}), r"policy.complement.method_options.stpes: unknown option"),
+        (("hybrid", "learned-noedge", {"edges": True}), r"policy.hybrid.method_options.edges = True contradicts"),
+        (("hybrid", "learned", {"weights": "/no/such/dir"}), r"policy.hybrid.method_options.weights = .*no such folder"),
+        (("complement", "learned", [1, 2]), r"policy.complement.method_options = \[1, 2\]: expected a mapping"),
+    ]
+    for (kind, method, opts), message in cases:
+        with pytest.raises(ConfigError, match=message):
+            make_policy(kind, method=method, method_options=opts)
+
+
+class Doubler:
+    """A complement method object: doubles every value; ``alters_known`` like the denoising step."""
+
+    def __init__(self, alters_known):
+        self.alters_known, self.calls = alters_known, 0
+
+    def __call__(self, latent, missing, rng):
+        self.calls += 1
+        return np.asarray(latent, dtype=np.float32) * 2
+
+
+@pytest.mark.parametrize("kind", ["complement", "hybrid"])
+def test_built_method_is_used_and_denoising_runs_without_loss(kind):
+    policy = make_policy(kind, method="interp")
+    latent, none = np.ones((1, 2, 2), np.float32), np.zeros((2, 2), bool)
+    plain, denoise = Doubler(False), Doubler(True)
+    out, done = policy.repair(latent, none, np.random.default_rng(0), method=plain)
+    assert plain.calls == 0 and not done and np.array_equal(out, latent)      # nothing lost: not called
+    out, done = policy.repair(latent, none, np.random.default_rng(0), method=denoise)
+    assert denoise.calls == 1 and done and np.array_equal(out, 2 * latent)    # alters known cells: called
+    lost = none.copy()
+    lost[0, 0] = True
+    out, done = policy.repair(latent, lost, np.random.default_rng(0), method=plain)
+    assert plain.calls == 1 and done
+
+
+def test_transmit_hands_the_built_method_to_the_policy():
+    fn = Doubler(False)
+    t = transmit(ByteCodec(), Prep(), image_id=1, packetizer=PacketizerConfig(layout="row", tile=1),
+                 link=Link(rate_bps=8 * 1024, delay_s=0.25, header_bytes=12), channel=Script([0, 0, 1, 0, 1]),
+                 policy=make_policy("complement", method="interp"), receiver=ReceiverConfig(timeout_s=0.5),
+                 rng=np.random.default_rng(0), method=fn)
+    assert fn.calls == 1 and t.stats["complemented"]
+    assert t.latent[0, 0].tolist() == [2.0, 0.0, 22.0, 0.0]  # the missing cells were zero going in
+    for name in ("resend", "none"):  # policies without a method ignore it
+        assert make_policy(name).repair(np.ones((1, 1, 2), np.float32), np.array([[True, False]]),
+                                        np.random.default_rng(0), method=fn)[1] is False
+    with pytest.raises(ConfigError, match="needs the codec"):  # a codec method must be built first
+        make_policy("complement", method="learned").repair(np.ones((1, 1, 2), np.float32),
+                                                           np.array([[True, False]]), np.random.default_rng(0))

@@ -251,3 +251,36 @@ def test_one_mtu_the_links(tmp_path):
     assert errs == [f"{tmp_path / 's.yaml'}: link.mtu = 64 with link.header_bytes = 40 leaves 24 bytes per packet; "
                     f"the packetizer needs 34 to 65535 (its 19-byte header, a 14-byte geometry record and at "
                     f"least 1 byte)"]
+
+
+def test_method_options_round_trip_resolve_paths_and_sweep(tmp_path):
+    (tmp_path / "set").mkdir()
+    pols = ["resend", {"name": "l", "kind": "complement", "method": "learned",
+                       "method_options": {"weights": "set", "steps": 4}},
+            {"kind": "hybrid", "method": "pixel-telea", "method_options": {"radius": 2}}]
+    sc = load_scenario(write(tmp_path, {**BASE, "policies": pols,
+                                        "sweep": {"policies.1.method_options.steps": [2, 8]}}))
+    assert sc.policies[1].policy.method_options == {"weights": str(tmp_path / "set"), "steps": 2}
+    assert [p.scenario.policies[1].policy.method_options["steps"] for p in sc.points] == [2, 8]
+    d = sc.to_dict()
+    assert d["policies"][1]["method_options"] == {"weights": str(tmp_path / "set")}  # steps: swept
+    assert d["policies"][2] == {"name": "hybrid", "kind": "hybrid", "mode": "deadline", "deadline_s": 0.5,
+                                "max_missing": 0.05, "method": "pixel-telea", "method_options": {"radius": 2},
+                                "max_rounds": 8}
+    again = load_scenario(write(tmp_path, sc.to_yaml(), "again.yaml"))
+    assert again == sc and [p.scenario for p in again.points] == [p.scenario for p in sc.points]
+
+
+def test_bad_method_options_name_the_field(tmp_path, capsys):
+    pols = ["resend", {"kind": "complement", "method": "learned", "method_options": {"steps": 0}},
+            {"kind": "hybrid", "method": "interp", "method_options": {"radius": 3}},
+            {"name": "c2", "kind": "complement", "method": "learned", "method_options": {"weights": "nowhere"}},
+            {"name": "c3", "kind": "complement", "method": "learned", "method_options": {"sd15": {"unets": "x"}}}]
+    path = write(tmp_path, {**BASE, "policies": pols})
+    errs = errors_of(path)
+    assert [e[len(str(path)) + 2:].split(":")[0].split(" =")[0] for e in errs] == [
+        "policies[1].method_options.steps", "policies[2].method_options.radius",
+        "policies[3].method_options.weights", "policies[4].method_options.sd15.unets"], errs
+    assert str(tmp_path / "nowhere") in errs[2]   # resolved against the scenario's folder
+    assert main(["validate", str(path), "--no-images"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 4

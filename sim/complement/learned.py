@@ -22,14 +22,20 @@ Names (:data:`CODEC_METHODS`; registered in :data:`sim.complement.COMPLEMENT_MET
 
 from __future__ import annotations
 
+import inspect
 import logging
+import math
+import numbers
+import re
+from pathlib import Path
 
 import numpy as np
 
 from sim.complement.fill import check_inputs, harmonic_fill
 from sim.errors import ConfigError, InputError
 
-__all__ = ["CODEC_METHODS", "LearnedComplement", "PixelTelea", "PixelDiffusion", "make_method", "NeedsCodec"]
+__all__ = ["CODEC_METHODS", "LearnedComplement", "PixelTelea", "PixelDiffusion", "make_method", "check_options",
+           "NeedsCodec"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,13 @@ def _stride(codec) -> int:
 def _pixel_mask(missing: np.ndarray, stride: int) -> np.ndarray:
     """(h, w) cell mask → (h·s, w·s) pixel mask."""
     return np.kron(missing, np.ones((stride, stride), dtype=bool))
+
+
+def _warmup_case(shape) -> tuple[np.ndarray, np.ndarray]:
+    """Zeros of ``shape`` (C, h, w) with one lost cell: the input of a warm-up call."""
+    missing = np.zeros(tuple(shape)[1:], dtype=bool)
+    missing[0, 0] = True
+    return np.zeros(tuple(shape), dtype=np.float32), missing
 
 
 class LearnedComplement:
@@ -95,17 +108,7 @@ class LearnedComplement:
 
     def _check(self) -> None:
         m, stride = self.models, _stride(self.codec)
-        for key, value, ok in (("steps", self.steps, isinstance(self.steps, int) and self.steps >= 1),
-                               ("strength", self.strength, 0 < self.strength <= 1),
-                               ("denoise_strength", self.denoise_strength, 0 < self.denoise_strength < 1),
-                               ("denoise_steps", self.denoise_steps,
-                                isinstance(self.denoise_steps, int) and self.denoise_steps >= 1),
-                               ("guidance_scale", self.guidance_scale, self.guidance_scale >= 1),
-                               ("eta", self.eta, 0 <= self.eta <= 1)):
-            if not ok:
-                raise ConfigError(f"complement.{key} = {value!r}: out of range (see docs/complement.md)")
-        if int(self.steps * self.strength + 1e-6) < 1:
-            raise ConfigError(f"complement.steps = {self.steps} at strength = {self.strength} runs no step")
+        _check_loop({k: getattr(self, k) for k in LOOP_KEYS})
         if m.downscale is not None and m.downscale != stride:
             raise ConfigError(f"complement weights {m.name!r} condition at ×{m.downscale} but the codec "
                               f"{self.codec.model.name!r} has latent stride {stride}")
@@ -227,9 +230,7 @@ class LearnedComplement:
         The first call of a process pays one-off kernel set-up (seconds on a CPU); a runner
         that reports measured compute time calls this once after building the method.
         """
-        missing = np.zeros(shape[1:], dtype=bool)
-        missing[0, 0] = True
-        self.run(np.zeros(shape, dtype=np.float32), missing, _generator(np.random.default_rng(0)))
+        self.run(*_warmup_case(shape), _generator(np.random.default_rng(0)))
 
 
 class PixelTelea:
@@ -265,6 +266,10 @@ class PixelTelea:
             out[:, missing] = self.codec.encode(self.image(out, missing))[:, missing]
         return out
 
+    def warmup(self, shape: tuple[int, int, int]) -> None:
+        """One throw-away call on zeros of ``shape`` (C, h, w) with one lost cell (see LearnedComplement)."""
+        self(*_warmup_case(shape), np.random.default_rng(0))
+
 
 class PixelDiffusion:
     """The diffusion model in pixel-mask mode (the first paper's "inpainting after receiving").
@@ -296,6 +301,10 @@ class PixelDiffusion:
             out[:, missing] = self._repaired(out, missing, rng)[0][:, missing]
         return out
 
+    def warmup(self, shape: tuple[int, int, int]) -> None:
+        """One throw-away call on zeros of ``shape`` (C, h, w) with one lost cell (see LearnedComplement)."""
+        self(*_warmup_case(shape), np.random.default_rng(0))
+
 
 class NeedsCodec:
     """Registry placeholder for a method that must be built with the codec first."""
@@ -319,6 +328,118 @@ PRESETS = {"learned": {"edges": True, "denoise": False},
 CODEC_METHODS = {name: NeedsCodec(name) for name in (*PRESETS, "pixel-telea", "pixel-diffusion")}
 MODEL_KEYS = ("weights", "een", "sd15", "device")
 LOOP_KEYS = ("steps", "strength", "edges", "denoise", "denoise_strength", "denoise_steps", "guidance_scale", "eta")
+LOOP_DEFAULTS = {k: p.default for k, p in inspect.signature(LearnedComplement).parameters.items() if k in LOOP_KEYS}
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+
+
+def _check_loop(loop: dict) -> None:
+    """Ranges of the DDIM loop keys (any subset of :data:`LOOP_KEYS`); ConfigError naming ``complement.<key>``."""
+    rules = {"steps": (lambda v: _is_int(v) and v >= 1, "an integer ≥ 1"),
+             "strength": (lambda v: _is_real(v) and 0 < v <= 1, "a number in (0, 1]"),
+             "edges": (lambda v: isinstance(v, (bool, np.bool_)), "true or false"),
+             "denoise": (lambda v: isinstance(v, (bool, np.bool_)), "true or false"),
+             "denoise_strength": (lambda v: _is_real(v) and 0 < v < 1, "a number in (0, 1)"),
+             "denoise_steps": (lambda v: _is_int(v) and v >= 1, "an integer ≥ 1"),
+             "guidance_scale": (lambda v: _is_real(v) and v >= 1, "a number ≥ 1 (1 = off)"),
+             "eta": (lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1]")}
+    for key, value in loop.items():
+        ok, expected = rules[key]
+        if not ok(value):
+            raise ConfigError(f"complement.{key} = {value!r}: expected {expected} (see docs/complement.md)")
+    steps, strength = loop.get("steps", LOOP_DEFAULTS["steps"]), loop.get("strength", LOOP_DEFAULTS["strength"])
+    if int(steps * strength + 1e-6) < 1:
+        raise ConfigError(f"complement.steps = {steps} at strength = {strength} runs no step")
+
+
+def _check_model_keys(model: dict) -> None:
+    """Types of the weight-set keys; a ``weights`` folder or ``een`` file must exist (nothing is loaded)."""
+    from sim.complement.models import MANIFEST, SD15_KEYS
+
+    weights = model.get("weights", "tiny")
+    if not isinstance(weights, str) or not weights:
+        raise ConfigError(f"complement.weights = {weights!r}: expected 'tiny', 'sd15' or a weight-set folder")
+    if weights not in ("tiny", "sd15") and not Path(weights).expanduser().is_dir():
+        raise ConfigError(f"complement.weights = {weights!r}: expected 'tiny', 'sd15' or a weight-set folder "
+                          f"(with {MANIFEST}); no such folder")
+    een = model.get("een")
+    if een is not None and (not isinstance(een, str) or not Path(een).expanduser().exists()):
+        raise ConfigError(f"complement.een = {een!r}: expected an EEN weights file "
+                          f"(`latentcast train een`); {'no such file' if isinstance(een, str) else 'not a path'}")
+    sd15 = model.get("sd15")
+    if sd15 is not None:
+        if not isinstance(sd15, dict):
+            raise ConfigError(f"complement.sd15 = {sd15!r}: expected a mapping with keys {', '.join(SD15_KEYS)}")
+        unknown = sorted(set(sd15) - set(SD15_KEYS))
+        if unknown:
+            raise ConfigError(f"complement.sd15.{unknown[0]}: unknown key; expected keys: {', '.join(SD15_KEYS)}")
+        if sd15 and weights != "sd15":
+            raise ConfigError(f"complement.sd15 is set but complement.weights = {weights!r}; "
+                              f"set weights: sd15 or drop the sd15 section")
+    device = model.get("device", "cpu")
+    if not isinstance(device, str) or not _DEVICE_RE.match(device):
+        raise ConfigError(f"complement.device = {device!r}: expected cpu, cuda, cuda:N or mps")
+
+
+def check_options(name: str, **options) -> dict:
+    """Check :func:`make_method` options of method ``name`` without the codec or loading any weights.
+
+    What can be checked from the options alone is: unknown keys, keys that contradict the
+    name, value types and ranges, and that a ``weights`` folder / ``een`` file exists. The rest
+    (weights that do not load, a codec whose stride does not fit them) surfaces in
+    :func:`make_method`. Scenario validation calls this for every complement policy.
+
+    Returns
+    -------
+    dict
+        The options as given (a copy).
+
+    Raises
+    ------
+    ConfigError
+        One line starting with ``complement.<key>`` (or naming the method when it is unknown).
+    """
+    from sim.complement import complement_method
+
+    fn = CODEC_METHODS.get(name) or complement_method(name)
+    options = dict(options)
+    if not isinstance(fn, NeedsCodec):
+        if options:
+            keys = sorted(map(str, options))
+            raise ConfigError(f"complement.{keys[0]}: complement method {name!r} takes no options "
+                              f"(got {', '.join(keys)})")
+        return options
+    if name == "pixel-telea":
+        unknown = sorted(set(map(str, options)) - {"radius"})
+        if unknown:
+            raise ConfigError(f"complement.{unknown[0]}: not an option of pixel-telea (expected: radius)")
+        radius = options.get("radius", 3)
+        if not _is_int(radius) or radius < 1:
+            raise ConfigError(f"complement.radius = {radius!r}: expected an integer ≥ 1 (pixels)")
+        return options
+    unknown = sorted(set(map(str, options)) - set(MODEL_KEYS) - set(LOOP_KEYS))
+    if unknown:
+        raise ConfigError(f"complement.{unknown[0]}: unknown option; expected one of "
+                          f"{', '.join(MODEL_KEYS + LOOP_KEYS)}")
+    if name == "pixel-diffusion":
+        for k in ("edges", "denoise"):
+            if options.get(k):
+                raise ConfigError(f"complement.{k} = {options[k]!r}: pixel-diffusion uses neither edges "
+                                  f"nor the denoising step")
+    else:
+        for k, v in PRESETS[name].items():
+            if k in options and options[k] != v:
+                raise ConfigError(f"complement.{k} = {options[k]!r} contradicts method {name!r} ({k} = {v})")
+    _check_model_keys({k: options[k] for k in MODEL_KEYS if k in options})
+    _check_loop({k: options[k] for k in LOOP_KEYS if k in options})
+    return options
 
 
 def make_method(name: str, codec, cache: dict | None = None, **options):
@@ -337,24 +458,17 @@ def make_method(name: str, codec, cache: dict | None = None, **options):
         Model keys ``weights`` ("tiny" | "sd15" | a weight-set folder), ``een`` (file),
         ``sd15`` (dict of :func:`~sim.complement.models.load_sd15` arguments), ``device``;
         loop keys of :class:`LearnedComplement` (``steps``, ``strength``, ``denoise``, …);
-        ``radius`` for ``pixel-telea``. Unknown or contradicting keys raise ConfigError.
+        ``radius`` for ``pixel-telea``. Unknown or contradicting keys raise ConfigError
+        (:func:`check_options`); weights that cannot be loaded raise ModelLoadError.
     """
     from sim.complement import complement_method
 
+    options = check_options(name, **options)
     fn = CODEC_METHODS.get(name) or complement_method(name)
     if not isinstance(fn, NeedsCodec):
-        if options:
-            raise ConfigError(f"complement method {name!r} takes no options (got {', '.join(sorted(options))})")
         return fn
     if name == "pixel-telea":
-        unknown = set(options) - {"radius"}
-        if unknown:
-            raise ConfigError(f"complement.{sorted(unknown)[0]}: not an option of pixel-telea (expected: radius)")
         return PixelTelea(codec, **options)
-    unknown = set(options) - set(MODEL_KEYS) - set(LOOP_KEYS)
-    if unknown:
-        raise ConfigError(f"complement.{sorted(unknown)[0]}: unknown option; expected one of "
-                          f"{', '.join(MODEL_KEYS + LOOP_KEYS)}")
     model_kw = {k: options.pop(k) for k in MODEL_KEYS if k in options}
     model_kw["weights"] = model_kw.get("weights", "tiny")
     key = repr(sorted((k, repr(v)) for k, v in model_kw.items()))
@@ -366,12 +480,7 @@ def make_method(name: str, codec, cache: dict | None = None, **options):
     models = cache[key]
     if name == "pixel-diffusion":
         for k in ("edges", "denoise"):
-            if options.pop(k, False):
-                raise ConfigError(f"complement.{k}: pixel-diffusion uses neither edges nor the denoising step")
+            options.pop(k, None)
         return PixelDiffusion(codec, models, **options)
-    for k, v in PRESETS[name].items():
-        if k in options and options[k] != v:
-            raise ConfigError(f"complement.{k} = {options[k]!r} contradicts method {name!r} ({k} = {v})")
-        options[k] = v
+    options.update(PRESETS[name])
     return LearnedComplement(codec, models, name=name, **options)
-

@@ -23,7 +23,8 @@ import numpy as np
 
 from sim.errors import ConfigError
 
-__all__ = ["Decision", "Policy", "build_policy", "check_int", "check_seconds", "check_choice", "check_share"]
+__all__ = ["Decision", "Policy", "build_policy", "check_int", "check_seconds", "check_choice", "check_share",
+           "check_method", "apply_method"]
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,14 @@ class Policy(Protocol):
         """True: NACK the missing data packets now; False: decode with what has arrived."""
         ...
 
-    def repair(self, latent: np.ndarray, missing: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
-        """(latent (C, h, w) float32 with missing cells filled, complemented?)."""
+    def repair(self, latent: np.ndarray, missing: np.ndarray, rng: np.random.Generator,
+               method=None) -> tuple[np.ndarray, bool]:
+        """(latent (C, h, w) float32 with missing cells filled, complemented?).
+
+        ``method`` is the policy's complement method built once per run
+        (``sim.complement.make_method(policy.method, codec, ...)``); policies without a
+        ``method`` ignore it, the others fall back to the registry function when it is None.
+        """
         ...
 
 
@@ -103,6 +110,38 @@ def check_choice(where: str, value, choices) -> str:
         raise ConfigError(f"{where} = {value!r}: expected one of {', '.join(choices)}"
                           + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     return value
+
+
+def check_method(kind: str, method, options) -> dict:
+    """Check a policy's ``method`` and ``method_options`` (nothing is loaded); returns the options.
+
+    The options are :func:`sim.complement.make_method`'s keywords, checked by
+    :func:`sim.complement.learned.check_options`; its errors are re-raised naming
+    ``policy.<kind>.method_options.<key>``.
+    """
+    from sim.complement import complement_method
+    from sim.complement.learned import check_options
+
+    complement_method(method, f"policy.{kind}.method")
+    options = {} if options is None else options
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise ConfigError(f"policy.{kind}.method_options = {options!r}: expected a mapping of options of "
+                          f"method {method!r} (docs/complement.md), e.g. {{steps: 4}}")
+    try:
+        return check_options(method, **options)
+    except ConfigError as err:
+        msg = str(err)
+        if msg.startswith("complement."):
+            msg = f"policy.{kind}.method_options.{msg[len('complement.'):]}"
+        raise ConfigError(msg) from None
+
+
+def apply_method(fn, latent: np.ndarray, missing: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """``(fn(latent, missing, rng), True)`` when cells are missing or ``fn.alters_known`` (the
+    denoising step repairs every cell); ``(latent, False)`` otherwise."""
+    if not np.asarray(missing).any() and not getattr(fn, "alters_known", False):
+        return np.asarray(latent, dtype=np.float32), False
+    return fn(latent, missing, rng), True
 
 
 def build_policy(cls, kwargs: dict):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 
 from sim.complement import complement_method
-from sim.policies.base import Decision
+from sim.policies.base import Decision, apply_method, check_method
 
 __all__ = ["Complement"]
 
@@ -20,15 +20,22 @@ class Complement:
     Parameters
     ----------
     method : str
-        A name in :data:`sim.complement.COMPLEMENT_METHODS` (``interp`` = harmonic
-        interpolation; the learned EEN + ControlNet method registers there too).
+        A name in :data:`sim.complement.COMPLEMENT_METHODS`: the plain fills ``zero``,
+        ``mean``, ``interp`` (harmonic interpolation, the default), or the codec methods
+        ``learned`` (EEN edges + ControlNet latent inpainting), ``learned-denoise``,
+        ``learned-noedge``, ``pixel-telea``, ``pixel-diffusion``.
+    method_options : dict
+        Keyword options of :func:`sim.complement.make_method` for ``method`` (``weights``,
+        ``steps``, …; docs/complement.md); checked here, applied when the runner builds the
+        method once per run.
     """
 
     kind: ClassVar[str] = "complement"
     method: str = "interp"
+    method_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        complement_method(self.method, "policy.complement.method")
+        object.__setattr__(self, "method_options", check_method(self.kind, self.method, self.method_options))
 
     @property
     def cutoff_s(self) -> float | None:
@@ -37,7 +44,8 @@ class Complement:
     def decide(self, d: Decision) -> bool:
         return False
 
-    def repair(self, latent, missing, rng: np.random.Generator):
-        if not missing.any():
-            return np.asarray(latent, dtype=np.float32), False
-        return complement_method(self.method)(latent, missing, rng), True
+    def repair(self, latent, missing, rng: np.random.Generator, method=None):
+        """Missing cells by ``method`` (built by the runner; default: the registry function —
+        a codec method must be built first). A method that alters known cells (the denoising
+        step) runs even when nothing is missing."""
+        return apply_method(complement_method(self.method) if method is None else method, latent, missing, rng)

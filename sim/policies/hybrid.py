@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 
 from sim.complement import complement_method
-from sim.policies.base import Decision, check_choice, check_int, check_seconds, check_share
+from sim.policies.base import Decision, apply_method, check_choice, check_int, check_method, check_seconds, check_share
 
 __all__ = ["Hybrid"]
 
@@ -32,7 +32,10 @@ class Hybrid:
     max_missing : float in [0, 1]
         Share of latent cells (``threshold`` mode; ignored in ``deadline`` mode).
     method : str
-        Complement method, a name in :data:`sim.complement.COMPLEMENT_METHODS`.
+        Complement method, a name in :data:`sim.complement.COMPLEMENT_METHODS` (see
+        :class:`~sim.policies.complement.Complement`).
+    method_options : dict
+        Keyword options of :func:`sim.complement.make_method` for ``method``.
     max_rounds : int ≥ 1
         Most transmission passes, the first included; then complement.
     """
@@ -42,14 +45,15 @@ class Hybrid:
     deadline_s: float = 0.5
     max_missing: float = 0.05
     method: str = "interp"
+    method_options: dict = field(default_factory=dict)
     max_rounds: int = 8
 
     def __post_init__(self):
         check_choice("policy.hybrid.mode", self.mode, MODES)
         check_seconds("policy.hybrid.deadline_s", self.deadline_s)
         check_share("policy.hybrid.max_missing", self.max_missing)
-        complement_method(self.method, "policy.hybrid.method")
         check_int("policy.hybrid.max_rounds", self.max_rounds, 1)
+        object.__setattr__(self, "method_options", check_method(self.kind, self.method, self.method_options))
 
     @property
     def cutoff_s(self) -> float | None:
@@ -62,7 +66,6 @@ class Hybrid:
             return d.eta_s <= self.deadline_s
         return d.missing_share > self.max_missing
 
-    def repair(self, latent, missing, rng: np.random.Generator):
-        if not missing.any():
-            return np.asarray(latent, dtype=np.float32), False
-        return complement_method(self.method)(latent, missing, rng), True
+    def repair(self, latent, missing, rng: np.random.Generator, method=None):
+        """As :meth:`Complement.repair <sim.policies.complement.Complement.repair>`."""
+        return apply_method(complement_method(self.method) if method is None else method, latent, missing, rng)

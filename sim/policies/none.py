@@ -38,5 +38,5 @@ class NoRepair:
     def decide(self, d: Decision) -> bool:
         return False
 
-    def repair(self, latent, missing, rng: np.random.Generator):
+    def repair(self, latent, missing, rng: np.random.Generator, method=None):
         return COMPLEMENT_METHODS[self.fill](latent, missing, rng), False

@@ -44,5 +44,5 @@ class Resend:
     def decide(self, d: Decision) -> bool:
         return d.rounds < self.max_rounds
 
-    def repair(self, latent, missing, rng: np.random.Generator):
+    def repair(self, latent, missing, rng: np.random.Generator, method=None):
         return zero_fill(latent, missing), False
