@@ -29,7 +29,15 @@ image) under ``out/examples/``. They are artifacts, not records: nothing in
 Caches: images per (source, name, size); the encoded latent per (image, model); the
 quantized/entropy-coded latent and the loss-free decode per (image, codec config); the
 packets (``sim.packets.packetize``) per (image, codec config, packetizer, link packet
-limit), handed to every ``transmit`` of that image.
+limit), handed to every ``transmit`` of that image; each policy's complement method per
+(codec config, method, options), built once per run with
+``sim.complement.make_method(..., cache=<the run's model cache>)`` (weight sets load once,
+whichever methods share them) before any transmission, and warmed up once per latent shape
+(``method.warmup``) before its first use, so ``wall.repair_s`` excludes one-off set-up.
+
+Torch threads: ``run_scenario(threads=1)`` runs with one torch thread (restored afterwards):
+on a shared CPU the complement models ran 5–8× *slower* with 2 threads than with 1
+(docs/complement.md, Speed); run parallel sweeps as one process per core.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.errors import ConfigError, InputError, LatentcastError
+from sim.errors import ConfigError, InputError, LatentcastError, ModelLoadError
 from sim.metrics import quality
 from sim.results import RESULTS_FILE, ResultsWriter, read_records, write_summaries
 from sim.scenario import CodecConfig, ImagesConfig, Scenario
@@ -75,7 +83,7 @@ class RunReport:
     wall_s: float = 0.0       # whole call
     transmit_s: float = 0.0   # inside sim.engine.transmit
     stages: dict = field(default_factory=dict)  # wall seconds per stage (load, prepare = encode +
-    #   loss-free decode, packetize, transmit, decode, examples, metrics, write)
+    #   loss-free decode, packetize, warmup (complement methods), transmit, decode, examples, metrics, write)
 
 
 def transmission_rng(seed: int, point: int, repeat: int, image: str) -> np.random.Generator:
@@ -201,7 +209,8 @@ def _lpips_ok(model, image: np.ndarray) -> bool:
 
 
 class _Cache:
-    """Codecs, encoded latents, prepared latents and loss-free decodes, shared by all points.
+    """Codecs, encoded latents, prepared latents, loss-free decodes and complement methods,
+    shared by all points.
 
     ``lpips``: the run's :class:`sim.lpips.LPIPS` model, or None (LPIPS left out).
     """
@@ -214,6 +223,41 @@ class _Cache:
         self.prepared: dict = {}
         self.reference: dict = {}
         self.packetized: dict = {}
+        self.methods: dict = {}       # (codec config, method, options) → built method
+        self.models: dict = {}        # make_method's cache: weight sets loaded once per run
+        self.warmed: set = set()      # (method key, latent shape) already warmed up
+
+    @staticmethod
+    def _method_key(cfg: CodecConfig, policy) -> tuple | None:
+        name = getattr(policy, "method", None)
+        if name is None:
+            return None
+        return cfg, name, json.dumps(getattr(policy, "method_options", {}) or {}, sort_keys=True, default=str)
+
+    def method(self, cfg: CodecConfig, policy):
+        """The policy's complement method for this codec, built once (None for a policy without one)."""
+        key = self._method_key(cfg, policy)
+        if key is None:
+            return None
+        if key not in self.methods:
+            from sim.complement import make_method
+
+            self.methods[key] = make_method(policy.method, self.codec(cfg), cache=self.models,
+                                            **(policy.method_options or {}))
+        return self.methods[key]
+
+    def warm(self, cfg: CodecConfig, policy, shape) -> float:
+        """Warm the policy's method up once per latent ``shape`` (C, h, w); returns the wall seconds spent."""
+        key = self._method_key(cfg, policy)
+        fn = self.method(cfg, policy)
+        warmup = getattr(fn, "warmup", None)
+        shape = tuple(int(v) for v in shape)
+        if warmup is None or (key, shape) in self.warmed:
+            return 0.0
+        self.warmed.add((key, shape))
+        t0 = time.perf_counter()
+        warmup(shape)
+        return time.perf_counter() - t0
 
     def codec(self, cfg: CodecConfig):
         if cfg not in self.codecs:
@@ -314,11 +358,17 @@ def _run_group(cache: _Cache, scenario: Scenario, point, repeat: int, image_id: 
             sent.append((None, 0.0, fail))
             continue
         rng = transmission_rng(scenario.seed, point.index, repeat, name)
+        try:
+            method = cache.method(sc.codec, pol.policy)
+            stages["warmup"] += cache.warm(sc.codec, pol.policy, prep.shape)
+        except Exception as e:  # noqa: BLE001
+            sent.append((None, 0.0, e))
+            continue
         t0 = time.perf_counter()
         try:
             t, err = engine.transmit(codec, prep, image_id=image_id, packetizer=sc.packetizer, link=sc.link,
                                      channel=sc.channel, policy=pol.policy, receiver=sc.receiver, rng=rng,
-                                     packets=packets), None
+                                     packets=packets, method=method), None
         except Exception as e:  # noqa: BLE001
             t, err = None, e
         dt = time.perf_counter() - t0
@@ -432,7 +482,20 @@ def _write_provenance(path: Path, scenario: Scenario, cards: list[dict]) -> None
     path.write_text(json.dumps({"runs": runs}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress: bool = False) -> RunReport:
+def _build_methods(cache: _Cache, scenario: Scenario, points) -> None:
+    """Every policy's complement method, built before any transmission (one line on failure)."""
+    for p in points:
+        for i, pol in enumerate(p.scenario.policies):
+            try:
+                cache.method(p.scenario.codec, pol.policy)
+            except LatentcastError as err:
+                hint = "; or choose another method (e.g. method: interp)" if isinstance(err, ModelLoadError) else ""
+                raise err.__class__(f"{scenario.source}: policies[{i}].method = {pol.policy.method!r} "
+                                    f"({pol.name}): {err}{hint}") from None
+
+
+def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress: bool = False,
+                 threads: int | None = 1) -> RunReport:
     """Run every transmission of ``scenario`` not yet in ``out``'s results; write the outputs.
 
     Writes ``out/scenario.resolved.yaml`` and appends to ``out/provenance.json`` at the
@@ -447,6 +510,10 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
         Output folder; default ``scenario.out``.
     progress : bool
         Show a progress bar (records done / total) on stderr.
+    threads : int or None
+        ``torch.set_num_threads`` for the run, restored afterwards. Default 1: one thread per
+        worker process (on a shared CPU the complement models ran 5–8× slower with 2 threads
+        than with 1); None or 0 keeps torch's own setting (all cores).
 
     Returns
     -------
@@ -455,18 +522,33 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
     Raises
     ------
     ConfigError
-        ``out`` holds results of another scenario.
+        ``out`` holds results of another scenario; ``threads`` < 0.
     InputError, ModelLoadError
-        An image or the codec weights cannot be read (before any transmission).
+        An image, the codec weights or a complement method's weights cannot be read (before
+        any transmission).
     """
+    import torch
+
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+        raise ConfigError(f"threads = {threads!r}: expected an integer ≥ 1 (torch threads), or 0 for torch's default")
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _run_scenario(scenario, out, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_scenario(scenario: Scenario, out, progress: bool) -> RunReport:
     from tqdm import tqdm
 
     t_start = time.perf_counter()
     out = Path(out if out is not None else scenario.out)
     out.mkdir(parents=True, exist_ok=True)
     report = RunReport(out=out)
-    stages = {k: 0.0 for k in ("load", "prepare", "packetize", "transmit", "decode", "examples", "metrics",
-                               "write")}
+    stages = {k: 0.0 for k in ("load", "prepare", "packetize", "warmup", "transmit", "decode", "examples",
+                               "metrics", "write")}
     resolved = scenario.to_yaml()
     existing = [r for r in _check_out(out, resolved) if "error" not in r]
     done = {json.dumps(r.get("key")) for r in existing}
@@ -489,6 +571,7 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
         cache.codec(p.scenario.codec)
     if report.skipped < report.total:
         t0 = time.perf_counter()
+        _build_methods(cache, scenario, points)  # weights errors surface before any work, too
         cache.lpips = _load_lpips(out, points, existing)
         stages["load"] += time.perf_counter() - t0
     _write_provenance(out / PROVENANCE_FILE, scenario, cache.cards)

@@ -357,3 +357,87 @@ def test_lpips_is_loaded_once_and_logged_beside_psnr(scenario_file, reference, t
     assert rep.written == 6 and loads == [1, 1]
     assert "6 of the 6 records already there have no lpips" in caplog.text
     assert [("lpips" in r) for r in read_records(out / "results.jsonl")] == [False] * 6 + [True] * 6
+
+
+# -- learned complement methods: built once per run, warmed up once, denoising without loss ----------
+
+
+@pytest.fixture
+def learned_file(tmp_path, weights, tiny_complement_dir) -> Path:
+    opts = {"weights": str(tiny_complement_dir), "steps": 1}
+    data = {
+        "name": "learned", "seed": 5,
+        "images": {"names": ["astronaut"], "size": 32},
+        "codec": {"weights": str(weights)},
+        "packetizer": {"tile": 1},
+        "link": {"rate_bps": 1.0e6, "delay_s": 0.01},
+        "channel": {"kind": "bernoulli"},
+        "policies": ["resend",
+                     {"name": "learned", "kind": "complement", "method": "learned", "method_options": opts},
+                     {"name": "noedge", "kind": "hybrid", "method": "learned-noedge", "method_options": opts,
+                      "max_rounds": 1},
+                     {"name": "denoise", "kind": "complement", "method": "learned-denoise",
+                      "method_options": {**opts, "denoise_steps": 1}}],
+        "sweep": {"channel.loss": [0.0, 0.3]},
+    }
+    path = tmp_path / "learned.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_learned_methods_are_built_once_warmed_once_and_denoise_without_loss(learned_file, tmp_path,
+                                                                             monkeypatch):
+    import torch
+
+    import sim.complement.models as models
+    from sim.complement.learned import LearnedComplement
+
+    calls = {"load": 0, "warmup": 0, "threads": set()}
+    real_load, real_warmup, real_call = models.load_complement_models, LearnedComplement.warmup, LearnedComplement.run
+
+    def load(**kw):
+        calls["load"] += 1
+        return real_load(**kw)
+
+    def warmup(self, shape):
+        calls["warmup"] += 1
+        assert shape == (4, 4, 4)
+        return real_warmup(self, shape)
+
+    def run_(self, *a):
+        calls["threads"].add(torch.get_num_threads())
+        return real_call(self, *a)
+
+    monkeypatch.setattr(models, "load_complement_models", load)
+    monkeypatch.setattr(LearnedComplement, "warmup", warmup)
+    monkeypatch.setattr(LearnedComplement, "run", run_)
+    torch.set_num_threads(2)
+    try:
+        rep = run(learned_file, tmp_path / "out")
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(1)
+    assert rep.errors == 0 and rep.written == 8 and rep.stages["warmup"] > 0
+    assert calls["load"] == 1 and calls["warmup"] == 3 and calls["threads"] == {1}  # one thread by default
+    recs = {(r["point"], r["policy"]): r for r in read_records(tmp_path / "out" / "results.jsonl")}
+    assert not recs[0, "learned"]["complemented"] and recs[0, "learned"]["psnr_lossfree"] is None
+    assert recs[0, "denoise"]["complemented"] and recs[0, "denoise"]["psnr_lossfree"] is not None
+    lost = recs[1, "learned"]["missing_share"]
+    assert lost > 0 and recs[1, "noedge"]["missing_share"] == lost and recs[1, "learned"]["complemented"]
+    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())["runs"][0]
+    assert prov["hardware"]["torch_threads"] == 1
+
+
+def test_missing_complement_weights_stop_the_run_with_one_line(learned_file, tmp_path, monkeypatch, capsys):
+    import sim.complement.models as models
+
+    monkeypatch.setattr(models, "SHIPPED_TINY", tmp_path / "not-installed")
+    data = yaml.safe_load(learned_file.read_text())
+    data["policies"] = ["resend", {"kind": "complement", "method": "learned"}]
+    learned_file.write_text(yaml.safe_dump(data))
+    assert main(["run", str(learned_file), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "policies[1].method = 'learned'" in err[0] and "not installed yet" in err[0], err
+    assert not (tmp_path / "out" / "results.jsonl").exists() or not read_records(tmp_path / "out" / "results.jsonl")
+    assert main(["run", str(learned_file), "--threads", "-1", "--no-progress"]) == 2
+    assert "threads = -1" in capsys.readouterr().err

@@ -17,6 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(e.g. --set channel.loss=0.1, --set 'sweep.channel.loss=[0, 0.1]'); repeatable")
     p.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="torch CPU threads (default 1: one per worker process; 2 threads ran the complement "
+                        "models 5-8x slower on a shared CPU); 0 keeps torch's default (all cores)")
     p.add_argument("--report", action="store_true",
                    help="then write the loss-rate report (report.html, report.md, figures/), as `latentcast report` does")
 
@@ -29,7 +32,7 @@ def run(args) -> int:
 
     try:
         scenario = load_scenario(args.scenario, args.overrides, args.seed)
-        report = run_scenario(scenario, args.out, progress=not args.no_progress)
+        report = run_scenario(scenario, args.out, progress=not args.no_progress, threads=args.threads)
     except LatentcastError as err:
         return print_errors("run", err)
     print(f"{report.out}: {report.written} record(s) written, {report.skipped} already there, "
