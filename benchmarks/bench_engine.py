@@ -67,7 +67,7 @@ class FakePrep:
 POLICIES = {
     "resend": ("resend", {}),
     "none": ("none", {}),
-    "complement": ("complement", {}),
+    "complement": ("complement", {"method": "interp"}),
     "hybrid-deadline": ("hybrid", {"mode": "deadline", "deadline_s": 0.5}),
     "hybrid-threshold": ("hybrid", {"mode": "threshold", "max_missing": 0.05}),
 }

@@ -63,6 +63,9 @@ def run(policy="resend", losses=(), trace=None, prep=None, link=None, timeout=0.
                     rng=np.random.default_rng(seed), trace=trace)
 
 
+INTERP = {"complement": {"method": "interp"}}  # the default (learned) needs the codec's complement weights
+
+
 def events(trace, keep=None):
     return [e for e in trace if keep is None or e[1] in keep]
 
@@ -134,7 +137,7 @@ def test_trace_nothing_arrives_sender_timer_resends_header():
 
 def test_trace_header_and_data_lost_complement_fetches_header_only():
     trace = []
-    t = run("complement", ([1, 1, 0, 1, 1], [1], [0]), trace)
+    t = run("complement", ([1, 1, 0, 1, 1], [1], [0]), trace, method="interp")
     assert events(trace, {"timeout", "nack", "decode"}) == [
         (0.921875, "timeout", 1), (0.921875, "nack", (0,)),
         (1.990234375, "timeout", 2), (1.990234375, "nack", (0,)),
@@ -194,7 +197,7 @@ def test_arq_rounds_match_closed_form(p, closed):
 
 
 @pytest.mark.parametrize("policy,kw", [("resend", {}), ("hybrid", {"deadline_s": 0.3}),
-                                       ("complement", {}), ("none", {"fill": "mean"})])
+                                       ("complement", {"method": "interp"}), ("none", {"fill": "mean"})])
 def test_same_seed_same_stats(policy, kw):
     prep = Prep(4, 12, 12)
     link = Link(rate_bps=1e6, delay_s=0.02, jitter_s=0.005)
@@ -217,7 +220,7 @@ def test_policies_share_the_first_pass_channel_realisation():
     for policy in ("resend", "none", "complement", "hybrid"):
         t = transmit(ByteCodec(), prep, image_id=0, packetizer=PacketizerConfig(tile=2),
                      link=Link(rate_bps=1e6, delay_s=0.01), channel=make_channel("bernoulli", loss=0.3),
-                     policy=make_policy(policy), receiver=ReceiverConfig(),
+                     policy=make_policy(policy, **INTERP.get(policy, {})), receiver=ReceiverConfig(),
                      rng=np.random.default_rng(np.random.SeedSequence([7, 0, 1, 2])))
         seen.add(t.stats["first_pass_lost_share"])
     assert len(seen) == 1 and seen.pop() > 0
@@ -340,7 +343,7 @@ def test_end_to_end_with_the_tiny_codec():
     for policy in ("resend", "complement", "hybrid"):
         t = transmit(codec, prep, image_id=0, packetizer=PacketizerConfig(layout="tile", tile=2),
                      link=Link(rate_bps=1e6, delay_s=0.01), channel=make_channel("bernoulli", loss=0.3),
-                     policy=make_policy(policy), receiver=ReceiverConfig(timeout_s=0.02),
+                     policy=make_policy(policy, **INTERP.get(policy, {})), receiver=ReceiverConfig(timeout_s=0.02),
                      rng=np.random.default_rng(1))
         assert t.stats["first_pass_lost_share"] > 0
         assert np.array_equal(t.latent[:, ~t.missing], sent[:, ~t.missing])

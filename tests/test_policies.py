@@ -168,7 +168,7 @@ def test_none_fills_zero_or_mean():
 
 
 def test_complement_returns_known_cells_and_interpolates():
-    t = run("complement", [0, 0, 1, 0, 1])
+    t = run("complement", [0, 0, 1, 0, 1], method="interp")
     assert t.stats["complemented"] and t.stats["rounds"] == 1 and t.stats["time_to_image_s"] == 0.921875
     assert t.latent[0, 0].tolist() == [1.0, 6.0, 11.0, 11.0]  # harmonic: mean of 1 and 11; edge: copy 11
     assert "repair_s" in t.wall and t.wall["repair_s"] >= 0

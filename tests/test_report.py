@@ -306,7 +306,7 @@ def test_run_with_report_flag(tmp_path, monkeypatch):
     sc = {"name": "tiny", "seed": 5, "images": {"names": ["astronaut"], "size": 32},
           "codec": {"weights": str(weights)}, "packetizer": {"tile": 1},
           "link": {"rate_bps": 1.0e6, "delay_s": 0.01}, "channel": {"kind": "bernoulli"},
-          "policies": ["resend", "complement"], "sweep": {"channel.loss": [0.0, 0.3]}, "repeats": 2}
+          "policies": ["resend", {"kind": "complement", "method": "interp"}], "sweep": {"channel.loss": [0.0, 0.3]}, "repeats": 2}
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(sc, sort_keys=False))
     out = tmp_path / "out"
     assert main(["run", str(tmp_path / "tiny.yaml"), "--out", str(out), "--no-progress", "--report"]) == 0

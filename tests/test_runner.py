@@ -54,7 +54,7 @@ def scenario_file(tmp_path_factory, weights) -> Path:
         "packetizer": {"tile": 1},
         "link": {"rate_bps": 1.0e6, "delay_s": 0.01},
         "channel": {"kind": "bernoulli"},
-        "policies": ["resend", "complement", "none"],
+        "policies": ["resend", {"kind": "complement", "method": "interp"}, "none"],
         "sweep": {"channel.loss": [0.0, 0.3]},
         "repeats": 1,
     }

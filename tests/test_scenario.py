@@ -284,3 +284,21 @@ def test_bad_method_options_name_the_field(tmp_path, capsys):
     assert str(tmp_path / "nowhere") in errs[2]   # resolved against the scenario's folder
     assert main(["validate", str(path), "--no-images"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 4
+
+
+def test_complement_defaults_to_learned_and_validate_warns_without_its_weights(tmp_path, capsys, monkeypatch):
+    import sim.complement.models as models
+
+    path = write(tmp_path, {**BASE, "policies": ["resend", "complement", {"name": "i", "kind": "complement",
+                                                                          "method": "interp"}]})
+    sc = load_scenario(path)
+    assert [p.policy.method for p in sc.policies[1:]] == ["learned", "interp"]
+    monkeypatch.setattr(models, "SHIPPED_TINY", tmp_path / "not-installed")
+    assert main(["validate", str(path), "--no-images"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("latentcast validate: warning: ") and "policies[1].method" in err[0]
+    assert "not installed" in err[0] and err[1].endswith("transmissions per image")
+    (tmp_path / "not-installed").mkdir()
+    (tmp_path / "not-installed" / "complement.json").write_text("{}")
+    assert main(["validate", str(path), "--no-images"]) == 0
+    assert "warning" not in capsys.readouterr().err

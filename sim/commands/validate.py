@@ -26,6 +26,28 @@ def print_errors(command: str, err) -> int:
     return 2
 
 
+def weights_warnings(scenario) -> list[str]:
+    """One line per policy whose complement method needs the shipped ``tiny`` weights while they
+    are not installed: the scenario is valid, but ``latentcast run`` would stop (nothing is loaded)."""
+    from sim.complement.learned import CODEC_METHODS
+    from sim.complement.models import MANIFEST, SHIPPED_TINY
+
+    if (SHIPPED_TINY / MANIFEST).is_file():
+        return []
+    out = []
+    for point in scenario.points or ():
+        for i, pol in enumerate(point.scenario.policies):
+            method = getattr(pol.policy, "method", None)
+            options = getattr(pol.policy, "method_options", None) or {}
+            if method in CODEC_METHODS and method != "pixel-telea" and options.get("weights", "tiny") == "tiny":
+                line = (f"{scenario.source}: policies[{i}].method = {method!r} ({pol.name}) needs the shipped tiny "
+                        f"complement weights, which are not installed ({SHIPPED_TINY} has no {MANIFEST}): "
+                        f"`latentcast run` will stop; set method: interp, or method_options.weights: a folder")
+                if line not in out:
+                    out.append(line)
+    return out
+
+
 def run(args) -> int:
     from sim.errors import LatentcastError
     from sim.runner import load_images
@@ -42,6 +64,8 @@ def run(args) -> int:
     except LatentcastError as err:
         return print_errors("validate", err)
     sys.stdout.write(scenario.to_yaml())
+    for line in weights_warnings(scenario):
+        print(f"latentcast validate: warning: {line}", file=sys.stderr)
     n = len(scenario.points) * scenario.repeats * len(scenario.policies)
     print(f"{args.scenario}: ok: {len(scenario.points)} sweep point(s) × {scenario.repeats} repeat(s) "
           f"× {len(scenario.policies)} polic{'y' if len(scenario.policies) == 1 else 'ies'} "
