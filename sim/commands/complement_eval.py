@@ -1,0 +1,340 @@
+"""``latentcast complement-eval``: complement methods against each other and against resend.
+
+Every image is encoded and quantized by the codec (the latent as sent); for each loss rate a
+packet-loss-shaped mask drops whole packets of the packetizer's cell groups
+(:func:`sim.packets.cell_groups`, one packet per group): exactly ``round(rate × packets)``
+packets, drawn without replacement from a seeded generator, so ``--loss 0.1 --layout tile``
+means 10 % of the tile packets lost. Each method repairs the same masks (common random
+numbers); the result is decoded and scored against the original image. The ``resend`` row is
+the loss-free decode: what resend eventually delivers.
+
+Columns: the share of latent cells lost, PSNR / SSIM / LPIPS against the original (LPIPS left
+out, after one warning, where its weights cannot be had), the EEN's edge F1 against Canny
+(σ = 2) of the original for methods that estimate edges (2-pixel tolerance, threshold 0.5;
+:func:`sim.complement.een.edge_f1`), and the method's wall time per image (latent in →
+latent out, the decode excluded; after one warm-up call per method). Means over the images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+import zlib
+
+import numpy as np
+
+from sim.errors import ConfigError
+
+NAME = "complement-eval"
+HELP = ("compare complement methods (and resend) on packet-loss masks: PSNR, SSIM, LPIPS, EEN edge F1, "
+        "compute time per image")
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METHODS = ("zero", "interp", "pixel-telea", "pixel-diffusion", "learned", "learned-noedge",
+                   "learned-denoise")
+GRID_COLUMNS = ("original", "received", "edges", "complement", "resend")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", default="samples", help="'samples' (scikit-image colour samples) or a folder")
+    p.add_argument("--size", type=int, default=512, help="resize + center-crop to SIZE×SIZE (default 512)")
+    p.add_argument("--loss", default="0.05,0.1,0.2", metavar="RATES",
+                   help="packet-loss rates, comma-separated, each in [0, 1] (default 0.05,0.1,0.2)")
+    p.add_argument("--layout", default="tile", help="packetizer layout: tile | row | interleave (default tile)")
+    p.add_argument("--tile", type=int, default=8, help="packetizer tile k (default 8)")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="NAMES",
+                   help=f"complement methods, comma-separated (default {','.join(DEFAULT_METHODS)})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the masks and the methods' noise (default 0)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--grid", default=None, metavar="PATH",
+                   help="write a PNG grid (original | received | edges | complement | resend per image) "
+                        "at the middle loss rate")
+    p.add_argument("--grid-method", default=None, metavar="NAME",
+                   help="the grid's complement column (default: the first of --methods that estimates "
+                        "edges, else the last)")
+    p.add_argument("--codec", default="tiny", help="codec model: tiny | sd-vae | taesd (default tiny)")
+    p.add_argument("--codec-weights", default=None, help="codec weights file/dir (default: the shipped tiny codec)")
+    p.add_argument("--bits", type=int, default=6, help="uniform quantizer bits per latent value (default 6)")
+    p.add_argument("--weights", default="tiny", help="complement weight set: tiny | sd15 | a folder (default tiny)")
+    p.add_argument("--een", default=None, help="EEN weights file (default: the weight set's)")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps of the learned methods (default: theirs, 8)")
+    p.add_argument("--device", default="cpu", help="torch device of the complement models (default cpu)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1; 0 keeps torch's default)")
+    p.add_argument("--no-lpips", action="store_true", help="leave LPIPS out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# -- arguments ----------------------------------------------------------------------------------
+
+def parse_losses(text: str) -> list[float]:
+    """``"0.05,0.1"`` → sorted distinct rates in [0, 1]; ConfigError naming ``--loss`` otherwise."""
+    try:
+        rates = [float(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        rates = None
+    if not rates or any(not 0.0 <= r <= 1.0 for r in rates) or len(set(rates)) != len(rates):
+        raise ConfigError(f"--loss = {text!r}: expected distinct packet-loss rates in [0, 1], comma-separated "
+                          f"(e.g. 0.05,0.1,0.2)")
+    return sorted(rates)
+
+
+def parse_methods(text: str) -> list[str]:
+    """``"zero,learned"`` → method names, each registered once; ConfigError naming ``--methods``."""
+    from sim.complement import complement_method
+
+    names = [x.strip() for x in str(text).split(",") if x.strip()]
+    if not names:
+        raise ConfigError(f"--methods = {text!r}: expected at least one complement method")
+    for name in names:
+        complement_method(name, "--methods")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"--methods: each method once; repeated: {', '.join(dup)}")
+    return names
+
+
+def method_options(name: str, args) -> dict:
+    """``make_method`` options of ``name`` from the command line (model keys only where they apply)."""
+    from sim.complement import CODEC_METHODS
+
+    if name not in CODEC_METHODS or name == "pixel-telea":
+        return {}
+    opts = {"weights": args.weights, "device": args.device}
+    if args.een:
+        opts["een"] = args.een
+    if args.steps is not None:
+        opts["steps"] = args.steps
+    return opts
+
+
+# -- masks --------------------------------------------------------------------------------------
+
+def packet_loss_mask(layout: str, tile: int, h: int, w: int, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """(h, w) bool, True = lost: ``round(rate × packets)`` of the layout's packets (non-empty cell
+    groups of :func:`sim.packets.cell_groups`), drawn without replacement."""
+    from sim.packets import cell_groups
+
+    groups = [g for g in cell_groups(layout, tile, h, w) if len(g)]
+    lost = rng.choice(len(groups), size=int(round(rate * len(groups))), replace=False)
+    mask = np.zeros(h * w, dtype=bool)
+    for g in lost:
+        mask[groups[g]] = True
+    return mask.reshape(h, w)
+
+
+def _streams(seed: int, image: str, rate: float) -> tuple[np.random.Generator, np.random.SeedSequence]:
+    """(mask generator, the methods' seed) of one (image, loss rate); adding a rate or image shifts nothing."""
+    ss = np.random.SeedSequence([int(seed), zlib.crc32(image.encode("utf-8")), int(round(rate * 1e6))])
+    mask_ss, method_ss = ss.spawn(2)
+    return np.random.default_rng(mask_ss), method_ss
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+
+def _finite(v):
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def _mean(values):
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _repair(fn, latent, missing, rng):
+    """(latent, EEN edges or None): the method's ``run`` where it estimates edges, else the call."""
+    if getattr(fn, "edges", False) and hasattr(fn, "run"):
+        import torch
+
+        res = fn.run(latent, missing, torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1))))
+        return res["latent"], res["edges"]
+    return fn(latent, missing, rng), None
+
+
+def _warm(fn, shape) -> None:
+    warmup = getattr(fn, "warmup", None)
+    if warmup is not None:
+        warmup(shape)
+    else:  # plain fills: one throw-away call
+        missing = np.zeros(shape[1:], dtype=bool)
+        missing[0, 0] = True
+        fn(np.zeros(shape, dtype=np.float32), missing, np.random.default_rng(0))
+
+
+def evaluate(codec, images, losses, methods: dict, layout: str = "tile", tile: int = 8, seed: int = 0,
+             lpips=None, grid_method: str | None = None, progress: bool = False) -> dict:
+    """Score complement ``methods`` (name → built method) and resend on ``[(name, uint8 image)]``.
+
+    Returns ``{"rows": [...], "images": [...], "grid": [...]}``: ``rows`` one per (loss, method)
+    with means over the images (``resend`` first at each loss), ``images`` the per-image values,
+    ``grid`` the pictures of ``grid_method`` at the middle loss rate (for :func:`write_grid`).
+    """
+    from tqdm import tqdm
+
+    from sim.complement.een import canny_edges, edge_f1
+    from sim.images import to_tensor
+    from sim.lpips import MIN_SIZE
+    from sim.metrics import psnr, ssim
+
+    grid_loss = losses[len(losses) // 2]
+    per_image, grid = [], []
+    warmed = False
+    bar = tqdm(total=len(images) * len(losses), desc=NAME, unit="mask", disable=not progress, file=sys.stderr)
+    for name, img in images:
+        sent = np.asarray(codec.dequantize(*_prepared(codec, img)), dtype=np.float32)
+        c, h, w = sent.shape
+        if not warmed:  # one-off set-up (kernels, imports) kept out of the timings
+            for fn in methods.values():
+                _warm(fn, (c, h, w))
+            warmed = True
+        resend = codec.decode(sent)
+        target = canny_edges(to_tensor(img))[0, 0].numpy()
+        scored = lpips is not None and min(img.shape[:2]) >= MIN_SIZE
+        for rate in losses:
+            mask_rng, method_ss = _streams(seed, name, rate)
+            missing = packet_loss_mask(layout, tile, h, w, rate, mask_rng)
+            outs = {"resend": (resend, None, None)}
+            for mname, fn in methods.items():
+                t0 = time.perf_counter()
+                latent, edges = _repair(fn, sent, missing, np.random.default_rng(method_ss))
+                dt = time.perf_counter() - t0
+                outs[mname] = (codec.decode(latent), edges, dt)
+            dists = (lpips.distances([img], [o[0] for o in outs.values()])[0] if scored else [None] * len(outs))
+            for (mname, (out, edges, dt)), d in zip(outs.items(), dists):
+                per_image.append({
+                    "image": name, "loss": rate, "method": mname, "lost_share": float(missing.mean()),
+                    "psnr": _finite(psnr(img, out)), "ssim": float(ssim(img, out)),
+                    "lpips": None if d is None else float(d),
+                    "edge_f1": None if edges is None else edge_f1(edges, target)["f1"], "time_s": dt})
+            if rate == grid_loss and grid_method is not None:
+                out, edges, _ = outs[grid_method]
+                grid.append({"image": name, "original": img, "received": _holes(resend, missing),
+                             "edges": edges, "complement": out, "resend": resend})
+            bar.update(1)
+    bar.close()
+    order = ["resend", *methods]
+    rows = []
+    for rate in losses:
+        for mname in order:
+            sel = [r for r in per_image if r["loss"] == rate and r["method"] == mname]
+            rows.append({"loss": rate, "method": mname, "n": len(sel),
+                         **{k: _mean([r[k] for r in sel]) for k in ("lost_share", "psnr", "ssim", "lpips",
+                                                                     "edge_f1", "time_s")}})
+    return {"rows": rows, "images": per_image, "grid": grid}
+
+
+def _prepared(codec, img):
+    prep = codec.prepare(codec.encode(img))
+    return prep.symbols, prep.side
+
+
+def _holes(image: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """The image with the lost cells' pixels painted magenta (as the report's ``received.png``)."""
+    from reports.examples import HOLE_RGB
+
+    stride = image.shape[0] // missing.shape[0]
+    out = image.copy()
+    out[np.kron(missing, np.ones((stride, stride), dtype=bool))] = HOLE_RGB
+    return out
+
+
+def write_grid(path, grid: list[dict], loss: float, method: str) -> None:
+    """One row per image: original | received (holes magenta) | edges | complement | resend, with a
+    header line naming the columns, the method and the loss rate."""
+    from PIL import Image, ImageDraw
+
+    if not grid:
+        raise ConfigError("--grid: no images to draw")
+    size, gap, head = grid[0]["original"].shape[0], 4, 16
+    cols = len(GRID_COLUMNS)
+    canvas = Image.new("RGB", (cols * size + (cols - 1) * gap, head + len(grid) * (size + gap) - gap), "white")
+    draw = ImageDraw.Draw(canvas)
+    labels = {"complement": f"{method} @ {loss:g} loss", "edges": "EEN edges"}
+    for j, col in enumerate(GRID_COLUMNS):
+        draw.text((j * (size + gap) + 2, 2), labels.get(col, col), fill="black")
+    for i, row in enumerate(grid):
+        for j, col in enumerate(GRID_COLUMNS):
+            pic = row[col]
+            if pic is None:  # a method without edges: grey
+                pic = np.full((size, size, 3), 128, dtype=np.uint8)
+            elif pic.ndim == 2:
+                pic = np.repeat(np.clip(np.rint(pic * 255), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+            canvas.paste(Image.fromarray(pic), (j * (size + gap), head + i * (size + gap)))
+    canvas.save(path, format="PNG")
+
+
+# -- output -------------------------------------------------------------------------------------
+
+def _fmt(v, nd=2, scale=1.0):
+    return "–" if v is None else f"{v * scale:.{nd}f}"
+
+
+def format_table(result: dict) -> str:
+    head = "| loss | method | cells lost | PSNR dB | SSIM | LPIPS | edge F1 | ms/image |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in result["rows"]:
+        lines.append("| " + " | ".join([
+            f"{r['loss']:g}", r["method"], _fmt(r["lost_share"], 1, 100) + " %", _fmt(r["psnr"]),
+            _fmt(r["ssim"], 3), _fmt(r["lpips"], 3), _fmt(r["edge_f1"], 3), _fmt(r["time_s"], 0, 1000)]) + " |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from sim.codec import load_codec
+    from sim.complement import make_method
+    from sim.errors import LatentcastError
+    from sim.images import load_image_set
+    from sim.packets import LAYOUTS
+
+    losses = parse_losses(args.loss)
+    names = parse_methods(args.methods)
+    if args.layout not in LAYOUTS:
+        raise ConfigError(f"--layout = {args.layout!r}: expected one of {', '.join(LAYOUTS)}")
+    if args.tile < 1:
+        raise ConfigError(f"--tile = {args.tile}: expected an integer ≥ 1 (cells)")
+    if args.threads < 0:
+        raise ConfigError(f"--threads = {args.threads}: expected an integer ≥ 1, or 0 for torch's default")
+    if args.grid_method is not None and args.grid_method not in names:
+        raise ConfigError(f"--grid-method = {args.grid_method!r}: expected one of --methods ({', '.join(names)})")
+    before = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        images = load_image_set(args.images, args.size)
+        codec = load_codec(args.codec, {"kind": "uniform", "bits": args.bits}, "range", args.codec_weights)
+        cache, methods = {}, {}
+        for name in names:
+            try:
+                methods[name] = make_method(name, codec, cache=cache, **method_options(name, args))
+            except LatentcastError as err:
+                raise err.__class__(f"--methods {name}: {err}") from None
+        grid_method = args.grid_method or next(
+            (n for n in names if getattr(methods[n], "edges", False)), names[-1])
+        lpips = None
+        if not args.no_lpips:
+            from sim.lpips import load_lpips
+
+            lpips = load_lpips()  # None after one warning where its weights cannot be had
+        result = evaluate(codec, images, losses, methods, args.layout, args.tile, args.seed, lpips,
+                          grid_method if args.grid else None, progress=not args.no_progress)
+    finally:
+        torch.set_num_threads(before)
+    grid = result.pop("grid")
+    if args.grid:
+        write_grid(args.grid, grid, losses[len(losses) // 2], grid_method)
+        print(f"{args.grid}: grid of {len(grid)} image(s) at loss {losses[len(losses) // 2]:g} ({grid_method})",
+              file=sys.stderr)
+    result["settings"] = {"images": str(args.images), "size": args.size, "loss": losses, "layout": args.layout,
+                          "tile": args.tile, "methods": names, "seed": args.seed, "codec": args.codec,
+                          "codec_weights": args.codec_weights, "bits": args.bits, "weights": args.weights,
+                          "een": args.een, "steps": args.steps, "device": args.device,
+                          "threads": args.threads, "lpips": lpips is not None}
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return 0

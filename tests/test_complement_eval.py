@@ -1,0 +1,144 @@
+"""``latentcast complement-eval``: table structure, JSON, the grid, packet-shaped masks, bad arguments.
+
+Tiny random models (codec widths 8, the ``tiny_complement_dir`` weight set), 64 × 64 images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sim.cli import main
+from sim.commands.complement_eval import packet_loss_mask
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def codec_weights(tmp_path_factory) -> Path:
+    from sim.codec.tiny import save_tiny
+    from sim.codec.tiny_net import TinyAutoencoder
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = TinyAutoencoder(widths=(8, 8, 8))
+    path = tmp_path_factory.mktemp("codec") / "tiny_random.safetensors"
+    save_tiny(net, path, {"note": "random, for tests", "scaling_factor": 0.5})
+    return path
+
+
+@pytest.fixture(scope="module")
+def smooth_images(tmp_path_factory) -> Path:
+    """Two smooth 64 × 64 images (gradients): interpolation should beat zeros on them."""
+    folder = tmp_path_factory.mktemp("smooth")
+    yy, xx = np.mgrid[0:64, 0:64].astype(np.float64)
+    for i, (a, b) in enumerate(((2.0, 1.0), (1.0, 3.0))):
+        img = np.stack([a * yy + 40, b * xx + 30, (yy + xx) + 20], axis=-1)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"smooth{i}.png")
+    return folder
+
+
+def args(images, weights, *extra) -> list[str]:
+    return ["complement-eval", "--images", str(images), "--size", "64", "--loss", "0.1,0.3", "--layout", "tile",
+            "--tile", "2", "--methods", "zero,interp", "--codec-weights", str(weights), "--no-lpips",
+            "--no-progress", *extra]
+
+
+def test_table_has_a_row_per_loss_and_method_and_interp_beats_zeros(smooth_images, codec_weights, capsys):
+    assert main(args(smooth_images, codec_weights)) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "| loss | method | cells lost | PSNR dB | SSIM | LPIPS | edge F1 | ms/image |"
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert [(r[0], r[1]) for r in rows] == [(loss, m) for loss in ("0.1", "0.3") for m in ("resend", "zero", "interp")]
+    assert all(r[5] == "–" and r[6] == "–" for r in rows)        # no LPIPS asked for; no edges from fills
+    assert rows[0][7] == "–" and rows[1][7] != "–"               # resend has no compute time
+    psnr = {(r[0], r[1]): float(r[3]) for r in rows}
+    for loss in ("0.1", "0.3"):
+        assert psnr[loss, "zero"] <= psnr[loss, "interp"] <= psnr[loss, "resend"]
+    assert rows[3][2] == rows[4][2] != "0.0 %"                   # same masks for every method
+
+
+def test_json_is_complete_and_deterministic(smooth_images, codec_weights, capsys):
+    assert main(args(smooth_images, codec_weights, "--json", "--seed", "3")) == 0
+    a = json.loads(capsys.readouterr().out)
+    assert main(args(smooth_images, codec_weights, "--json", "--seed", "3")) == 0
+    b = json.loads(capsys.readouterr().out)
+    strip = lambda d: [{k: v for k, v in r.items() if k != "time_s"} for r in d["images"]]  # noqa: E731
+    assert strip(a) == strip(b)
+    assert a["settings"]["methods"] == ["zero", "interp"] and a["settings"]["loss"] == [0.1, 0.3]
+    assert len(a["rows"]) == 6 and len(a["images"]) == 2 * 2 * 3
+    r = a["rows"][1]
+    assert set(r) == {"loss", "method", "n", "lost_share", "psnr", "ssim", "lpips", "edge_f1", "time_s"}
+    assert r["n"] == 2 and r["lpips"] is None and r["time_s"] > 0
+    # 16 tile packets of 2 × 2 cells: 10 % → 2 packets, 30 % → 5 packets lost
+    shares = {x["loss"]: x["lost_share"] for x in a["rows"]}
+    assert shares == {0.1: 2 / 16, 0.3: 5 / 16}
+
+
+def test_learned_methods_edges_grid_and_lpips_unavailable(smooth_images, codec_weights, tiny_complement_dir,
+                                                      tmp_path, capsys, monkeypatch, caplog):
+    monkeypatch.setattr("sim.lpips.load_lpips", lambda: None)  # as on a machine without its weights
+    grid = tmp_path / "grid.png"
+    argv = args(smooth_images, codec_weights, "--json", "--grid", str(grid), "--weights", str(tiny_complement_dir),
+                "--steps", "1")
+    argv[argv.index("--methods") + 1] = "interp,learned"
+    argv.remove("--no-lpips")
+    assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    learned = [r for r in res["rows"] if r["method"] == "learned"]
+    assert all(r["edge_f1"] is not None and 0 <= r["edge_f1"] <= 1 for r in learned)
+    assert all(r["lpips"] is None for r in res["rows"]) and res["settings"]["lpips"] is False
+    with Image.open(grid) as im:
+        assert im.size == (5 * 64 + 4 * 4, 16 + 2 * 64 + 4)      # 5 columns, 2 images, header strip
+        px = np.asarray(im.convert("RGB"))
+    received = px[16:80, 68:132]
+    assert ((received == [255, 0, 255]).all(axis=-1)).any()        # the holes are painted
+
+
+def test_packet_loss_mask_drops_whole_packets():
+    from sim.packets import cell_groups
+
+    rng = np.random.default_rng(0)
+    for layout in ("tile", "row", "interleave"):
+        m = packet_loss_mask(layout, 2, 8, 8, 0.25, rng)
+        groups = cell_groups(layout, 2, 8, 8)
+        whole = [bool(m.ravel()[g].all()) for g in groups if len(g)]
+        assert sum(whole) == 4 and all(m.ravel()[g].all() or not m.ravel()[g].any() for g in groups)
+    assert not packet_loss_mask("tile", 2, 8, 8, 0.0, rng).any() and packet_loss_mask("tile", 2, 8, 8, 1.0, rng).all()
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--loss", "0.1,1.5"], "--loss = '0.1,1.5': expected distinct packet-loss rates in [0, 1]"),
+    (["--loss", "a"], "--loss = 'a'"),
+    (["--methods", "zero,lerned"], "--methods = 'lerned'"),
+    (["--methods", "zero,zero"], "repeated: zero"),
+    (["--layout", "tiles"], "--layout = 'tiles': expected one of tile, row, interleave"),
+    (["--tile", "0"], "--tile = 0"),
+    (["--grid-method", "learned"], "--grid-method = 'learned'"),
+    (["--size", "60"], "size = 60"),
+])
+def test_bad_arguments_are_one_line(smooth_images, codec_weights, capsys, extra, needle):
+    assert main(args(smooth_images, codec_weights, *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("latentcast complement-eval: error: ") and needle in err[0], err
+
+
+def test_missing_complement_weights_are_one_line(smooth_images, codec_weights, tmp_path, capsys, monkeypatch):
+    import sim.complement.models as models
+
+    monkeypatch.setattr(models, "SHIPPED_TINY", tmp_path / "not-installed")
+    argv = args(smooth_images, codec_weights)
+    argv[argv.index("--methods") + 1] = "zero,learned"
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--methods learned" in err[0] and "not installed yet" in err[0], err
