@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from sim.codec.tiny import save_tiny
 from sim.codec.tiny_net import TinyAutoencoder
+from sim.training.loop import load_checkpoint, lr_at, save_checkpoint
 from sim.training.losses import ssim_torch
 from sim.training.patches import PatchSampler
 
@@ -42,10 +43,7 @@ def quantization_noise(z: torch.Tensor, generator: torch.Generator, bits=(5, 8))
 
 
 def _lr(step: int, steps: int, base: float, warmup: int = 200) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    t = (step - warmup) / max(1, steps - warmup)
-    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+    return lr_at(step, steps, base, warmup)
 
 
 @torch.no_grad()
@@ -65,12 +63,8 @@ def train_codec(images: str | Path, out: str | Path, steps: int = 5000, device: 
     model = TinyAutoencoder(widths=tuple(widths)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     ckpt_path = out / "checkpoint.pt"
-    start, elapsed = 0, 0.0
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["opt"])
-        start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+    start, elapsed = load_checkpoint(ckpt_path, device, model=model, opt=opt)
+    if start:
         log.info("resuming from step %d", start)
     sampler = PatchSampler(images, crop, seed)
     gen = torch.Generator()
@@ -94,8 +88,7 @@ def train_codec(images: str | Path, out: str | Path, steps: int = 5000, device: 
         ema = psnr if ema is None else 0.98 * ema + 0.02 * psnr
         bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{ema:.2f}")
         if (step + 1) % save_every == 0 or step + 1 == steps:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1,
-                        "elapsed": time.perf_counter() - t0}, ckpt_path)
+            save_checkpoint(ckpt_path, step + 1, time.perf_counter() - t0, model=model, opt=opt)
     model.eval()
     card = {"steps": steps, "batch": batch, "crop": crop, "lr": lr, "seed": seed,
             "device": device, "wall_s": round(time.perf_counter() - t0, 1),

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from tqdm import tqdm
 
 from sim.complement.een import EdgeEstimationNetwork, PatchDiscriminator, canny_edges, edge_f1, een_input, save_een
 from sim.training.codec import quantization_noise
+from sim.training.loop import load_checkpoint, lr_at, save_checkpoint
 from sim.errors import ConfigError
 from sim.training.masks import loss_masks, random_loss_mask
 from sim.training.patches import PatchSampler
@@ -56,10 +56,7 @@ def frozen_module(model) -> None:
 
 def _lr(step: int, steps: int, base: float, warmup: int = 100) -> float:
     """Linear warm-up, then cosine decay to 2 % of ``base``."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    t = (step - warmup) / max(1, steps - warmup)
-    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+    return lr_at(step, steps, base, warmup)
 
 
 @torch.no_grad()
@@ -132,14 +129,9 @@ def train_een(images: str | Path, out: str | Path, codec: str = "tiny", codec_we
     opt_g = torch.optim.Adam(gen_net.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
     ckpt_path = out / "checkpoint_een.pt"
-    start, elapsed = 0, 0.0
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        gen_net.load_state_dict(ckpt["generator"])
-        disc.load_state_dict(ckpt["discriminator"])
-        opt_g.load_state_dict(ckpt["opt_g"])
-        opt_d.load_state_dict(ckpt["opt_d"])
-        start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+    start, elapsed = load_checkpoint(ckpt_path, device, generator=gen_net, discriminator=disc,
+                                     opt_g=opt_g, opt_d=opt_d)
+    if start:
         log.info("resuming EEN training from step %d", start)
     sampler = PatchSampler(images, crop, seed)
     gen = torch.Generator()
@@ -187,9 +179,8 @@ def train_een(images: str | Path, out: str | Path, codec: str = "tiny", codec_we
             ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
         bar.set_postfix({k: f"{v:.4f}" for k, v in ema.items()})
         if (step + 1) % save_every == 0 or step + 1 == steps:
-            torch.save({"generator": gen_net.state_dict(), "discriminator": disc.state_dict(),
-                        "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step + 1,
-                        "elapsed": time.perf_counter() - t0}, ckpt_path)
+            save_checkpoint(ckpt_path, step + 1, time.perf_counter() - t0, generator=gen_net,
+                            discriminator=disc, opt_g=opt_g, opt_d=opt_d)
     gen_net.eval()
     card = {"codec": model.name, "codec_weights": codec_weights, "scaling_factor": sf, "steps": steps,
             "batch": batch, "crop": crop, "lr": lr, "recon": recon, "rec_weight": rec_weight,

@@ -35,8 +35,9 @@ from tqdm import tqdm
 
 from sim.complement.een import canny_edges
 from sim.complement.models import SD15_SCHEDULER, ControlSpec, save_weight_set, tiny_controlnet, tiny_unet
-from sim.training.een import _lr, frozen_module
+from sim.training.een import frozen_module
 from sim.errors import ConfigError
+from sim.training.loop import lr_at
 from sim.training.masks import loss_masks
 from sim.training.patches import PatchSampler
 
@@ -131,7 +132,7 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
         local, length, base = (step, unet_steps, lr) if stage == 1 else (step - unet_steps, controlnet_steps,
                                                                            controlnet_lr)
         for g in opt.param_groups:
-            g["lr"] = _lr(local, length, base)
+            g["lr"] = lr_at(local, length, base, warmup=100)
         gen.manual_seed(seed * 1_000_003 + step)
         # 1. a batch of scaled latents, noised at random timesteps
         x = sampler.batch(step, batch)
