@@ -14,44 +14,10 @@ from sim.errors import ConfigError, InputError
 from sim.packets import HEADER_BYTES, PacketizerConfig, packetize
 from sim.policies import make_policy
 
+from helpers import ByteCodec, Prep, Script
+
 # Binary-exact link: 1 byte = 1/1024 s, so every simulated time below is exact in float64.
 EXACT = dict(rate_bps=8 * 1024, delay_s=0.25, header_bytes=12)
-
-
-class ByteCodec:
-    """Fake codec: one byte per symbol, S = C channels, dequantize = float(symbol)."""
-
-    def code_cells(self, prep, cells):
-        return prep.symbols.reshape(prep.symbols.shape[0], -1)[:, cells].astype(np.uint8).tobytes()
-
-    def decode_cells(self, data, n, side):
-        if len(data) % max(n, 1):
-            raise InputError("fake codec: payload length is not a multiple of the cell count")
-        return np.frombuffer(data, np.uint8).reshape(-1, n).astype(np.int64)
-
-    def dequantize(self, symbols, side):
-        return symbols.astype(np.float32)
-
-
-class Prep:
-    def __init__(self, c, h, w, side=b"abc"):
-        self.symbols = (np.arange(c * h * w).reshape(c, h, w) * 5 + 1) % 251
-        self.side, self.shape = side, (c, h, w)
-
-
-class Script:
-    """Channel state with scripted losses: one bool list per burst, in order."""
-
-    def __init__(self, *bursts):
-        self.bursts = [np.array(b, bool) for b in bursts]
-
-    def start(self, rng):
-        return self
-
-    def transmit(self, payloads):
-        lost = self.bursts.pop(0)
-        assert len(lost) == len(payloads), f"burst of {len(payloads)} packets, script has {len(lost)}"
-        return lost, [b"" if gone else p for p, gone in zip(payloads, lost)]
 
 
 def run(policy="resend", losses=(), trace=None, prep=None, link=None, timeout=0.5, seed=0, **kw):

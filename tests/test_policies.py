@@ -13,35 +13,7 @@ from sim.errors import ConfigError, InputError
 from sim.packets import PacketizerConfig
 from sim.policies import POLICIES, Decision, make_policy
 
-
-class ByteCodec:
-    def code_cells(self, prep, cells):
-        return prep.symbols.reshape(prep.symbols.shape[0], -1)[:, cells].astype(np.uint8).tobytes()
-
-    def decode_cells(self, data, n, side):
-        return np.frombuffer(data, np.uint8).reshape(-1, n).astype(np.int64)
-
-    def dequantize(self, symbols, side):
-        return symbols.astype(np.float32)
-
-
-class Prep:
-    def __init__(self, c=1, h=1, w=4):
-        self.symbols = (np.arange(c * h * w).reshape(c, h, w) * 5 + 1) % 251
-        self.side, self.shape = b"abc", (c, h, w)
-
-
-class Script:
-    def __init__(self, *bursts):
-        self.bursts = [np.array(b, bool) for b in bursts]
-
-    def start(self, rng):
-        return self
-
-    def transmit(self, payloads):
-        lost = self.bursts.pop(0)
-        assert len(lost) == len(payloads)
-        return lost, [b"" if gone else p for p, gone in zip(payloads, lost)]
+from helpers import ByteCodec, Prep, Script
 
 
 def run(policy, *bursts, trace=None, **kw):

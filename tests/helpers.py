@@ -1,0 +1,55 @@
+"""Test doubles and data shared by several test modules (imported as ``from helpers import ...``)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from sim.errors import InputError
+
+
+class ByteCodec:
+    """Fake codec: one byte per symbol, S = C channels, dequantize = float(symbol)."""
+
+    def code_cells(self, prep, cells):
+        return prep.symbols.reshape(prep.symbols.shape[0], -1)[:, cells].astype(np.uint8).tobytes()
+
+    def decode_cells(self, data, n, side):
+        if len(data) % max(n, 1):
+            raise InputError("fake codec: payload length is not a multiple of the cell count")
+        return np.frombuffer(data, np.uint8).reshape(-1, n).astype(np.int64)
+
+    def dequantize(self, symbols, side):
+        return symbols.astype(np.float32)
+
+
+class Prep:
+    """A prepared image for :class:`ByteCodec`: symbols (c, h, w) in 0..250 and side info ``side``."""
+
+    def __init__(self, c=1, h=1, w=4, side=b"abc"):
+        self.symbols = (np.arange(c * h * w).reshape(c, h, w) * 5 + 1) % 251
+        self.side, self.shape = side, (c, h, w)
+
+
+class Script:
+    """Channel state with scripted losses: one bool list per burst, in order."""
+
+    def __init__(self, *bursts):
+        self.bursts = [np.array(b, bool) for b in bursts]
+
+    def start(self, rng):
+        return self
+
+    def transmit(self, payloads):
+        lost = self.bursts.pop(0)
+        assert len(lost) == len(payloads), f"burst of {len(payloads)} packets, script has {len(lost)}"
+        return lost, [b"" if gone else p for p, gone in zip(payloads, lost)]
+
+
+def synthetic_latent(rng: np.random.Generator, c: int = 4, h: int = 32, w: int = 32) -> np.ndarray:
+    """SD-like latent: smooth field + Laplacian detail, channels mixed, std ≈ 5."""
+    smooth = np.stack([gaussian_filter(rng.standard_normal((h, w)), 2.0, mode="wrap") for _ in range(c)])
+    smooth /= smooth.std(axis=(1, 2), keepdims=True)
+    z = 0.8 * smooth + 0.6 * rng.laplace(size=(c, h, w)) / np.sqrt(2)
+    z = np.einsum("ij,jhw->ihw", np.eye(c) + 0.4 * rng.standard_normal((c, c)), z)
+    return (5.0 * (z + rng.normal(0, 1, (c, 1, 1)))).astype(np.float32)
