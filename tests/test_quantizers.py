@@ -6,19 +6,12 @@ import time
 
 import numpy as np
 import pytest
-from scipy.ndimage import gaussian_filter, uniform_filter
+from scipy.ndimage import uniform_filter
 
 from sim.codec.quantizers import QUANTIZERS, PaletteQuantizer, UniformQuantizer, make_quantizer
 from sim.errors import ConfigError, InputError
 
-
-def synthetic_latent(rng: np.random.Generator, c: int = 4, h: int = 32, w: int = 32) -> np.ndarray:
-    """SD-like latent: smooth field + Laplacian detail, channels mixed, std ≈ 5."""
-    smooth = np.stack([gaussian_filter(rng.standard_normal((h, w)), 2.0, mode="wrap") for _ in range(c)])
-    smooth /= smooth.std(axis=(1, 2), keepdims=True)
-    z = 0.8 * smooth + 0.6 * rng.laplace(size=(c, h, w)) / np.sqrt(2)
-    z = np.einsum("ij,jhw->ihw", np.eye(c) + 0.4 * rng.standard_normal((c, c)), z)
-    return (5.0 * (z + rng.normal(0, 1, (c, 1, 1)))).astype(np.float32)
+from helpers import synthetic_latent
 
 
 @pytest.fixture
