@@ -40,13 +40,7 @@ def _warnings(caplog) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "sim.lpips" and r.levelno >= logging.WARNING]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small convolutions on a shared 2-core CPU: one thread is faster and steadier."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
