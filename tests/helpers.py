@@ -53,3 +53,15 @@ def synthetic_latent(rng: np.random.Generator, c: int = 4, h: int = 32, w: int =
     z = 0.8 * smooth + 0.6 * rng.laplace(size=(c, h, w)) / np.sqrt(2)
     z = np.einsum("ij,jhw->ihw", np.eye(c) + 0.4 * rng.standard_normal((c, c)), z)
     return (5.0 * (z + rng.normal(0, 1, (c, 1, 1)))).astype(np.float32)
+
+
+def random_tiny_autoencoder(widths=(8, 8, 8)):
+    """The seeded random ``TinyAutoencoder`` of the tests (``torch.manual_seed(0)`` inside
+    ``fork_rng``, so the global RNG of other tests is untouched), in training mode."""
+    import torch
+
+    from sim.codec.tiny_net import TinyAutoencoder
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return TinyAutoencoder(widths=widths)

@@ -12,18 +12,16 @@ from PIL import Image
 from sim.cli import main
 from sim.codec import load_codec
 from sim.codec.tiny import SHIPPED_WEIGHTS, TinyModel, load_tiny, save_tiny
-from sim.codec.tiny_net import TinyAutoencoder
 from sim.errors import ModelLoadError
+
+from helpers import random_tiny_autoencoder
 
 
 @pytest.fixture(scope="module")
 def random_weights(tmp_path_factory):
     """A seeded random tiny autoencoder saved as the shipped format (fast, deterministic)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        net = TinyAutoencoder(widths=(8, 8, 8))
     path = tmp_path_factory.mktemp("tiny") / "tiny_codec.safetensors"
-    save_tiny(net, path, {"scaling_factor": 0.5})
+    save_tiny(random_tiny_autoencoder(), path, {"scaling_factor": 0.5})
     return path
 
 
@@ -83,9 +81,7 @@ def test_subsets_of_cells_decode_on_their_own(random_weights, image):
 def test_loaded_weights_reproduce_the_network(random_weights):
     model = load_tiny(random_weights)
     assert isinstance(model, TinyModel) and model.scaling_factor == 0.5
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        net = TinyAutoencoder(widths=(8, 8, 8)).eval()
+    net = random_tiny_autoencoder().eval()
     x = torch.linspace(-1, 1, 3 * 16 * 16).reshape(1, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(model.encode(x), net.encode(x), rtol=0, atol=0)

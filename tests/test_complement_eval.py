@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from sim.cli import main
 from sim.commands.complement_eval import packet_loss_mask
+
+from helpers import random_tiny_autoencoder
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,13 +23,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def codec_weights(tmp_path_factory) -> Path:
     from sim.codec.tiny import save_tiny
-    from sim.codec.tiny_net import TinyAutoencoder
 
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        net = TinyAutoencoder(widths=(8, 8, 8))
     path = tmp_path_factory.mktemp("codec") / "tiny_random.safetensors"
-    save_tiny(net, path, {"note": "random, for tests", "scaling_factor": 0.5})
+    save_tiny(random_tiny_autoencoder(), path, {"note": "random, for tests", "scaling_factor": 0.5})
     return path
 
 

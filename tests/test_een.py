@@ -11,11 +11,12 @@ import torch
 from PIL import Image
 
 from sim.codec.tiny import save_tiny
-from sim.codec.tiny_net import TinyAutoencoder
 from sim.complement.een import (
     EdgeEstimationNetwork, PatchDiscriminator, canny_edges, edge_f1, een_input, load_een, save_een,
 )
 from sim.errors import ConfigError, InputError, ModelLoadError
+
+from helpers import random_tiny_autoencoder
 
 # een(x)[0, 0, :3, :3] for the seeded net and input below; regenerate only on purpose.
 EXPECTED_SLICE = [
@@ -137,9 +138,7 @@ def train_setup(tmp_path_factory):
         arr = np.zeros((80, 96, 3), np.uint8)
         arr[rng.integers(0, 40):, rng.integers(0, 40):] = rng.integers(0, 255, 3)
         Image.fromarray(arr).save(images / f"{i}.png")
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        save_tiny(TinyAutoencoder(widths=(8, 8, 8)), root / "codec.safetensors", {"scaling_factor": 0.5})
+    save_tiny(random_tiny_autoencoder(), root / "codec.safetensors", {"scaling_factor": 0.5})
     return images, root / "codec.safetensors", root
 
 

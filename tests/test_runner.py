@@ -20,6 +20,8 @@ from sim.results import read_records, record_line, summarize, write_summary
 from sim.runner import run_scenario, transmission_rng
 from sim.scenario import load_scenario
 
+from helpers import random_tiny_autoencoder
+
 
 @pytest.fixture(scope="module", autouse=True)
 def no_lpips():
@@ -32,16 +34,10 @@ def no_lpips():
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     """A tiny random codec (widths 8, 8, 8) saved the way the shipped weights are."""
-    import torch
-
     from sim.codec.tiny import save_tiny
-    from sim.codec.tiny_net import TinyAutoencoder
 
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        net = TinyAutoencoder(widths=(8, 8, 8))
     path = tmp_path_factory.mktemp("codec") / "tiny_random.safetensors"
-    save_tiny(net, path, {"note": "random, for tests"})
+    save_tiny(random_tiny_autoencoder(), path, {"note": "random, for tests"})
     return path
 
 
