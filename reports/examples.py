@@ -56,8 +56,13 @@ def _save_png(path: Path, img) -> None:
     Image.fromarray(_rgb8(img)).save(path, format="PNG")
 
 
+def keeps(repeat: int, image_id: int, repeats=(0,), max_images: int = 1) -> bool:
+    """Whether :func:`save_examples` keeps the group of (``repeat``, ``image_id``)."""
+    return repeat in repeats and image_id < max_images
+
+
 def save_examples(out, point: int, repeat: int, image_id: int, name: str, original, lossfree, outputs,
-                  *, repeats=(0,), max_images: int = 1) -> list[Path]:
+                  *, edges=None, repeats=(0,), max_images: int = 1) -> list[Path]:
     """Save one group's example images (if the group is one to keep); returns the files written.
 
     Parameters
@@ -68,15 +73,15 @@ def save_examples(out, point: int, repeat: int, image_id: int, name: str, origin
     original : (H, W, 3) uint8 — the image as sent
     lossfree : (H, W, 3) uint8 — the decode of the latent as sent (no loss)
     outputs : list of (policy name, transmission, (H, W, 3) uint8 reconstruction). The
-        transmission's ``missing`` ((h, w) bool, cells missing at decode) makes the holes;
-        an ``edges`` attribute ((H, W) or (h, w), values in [0, 1]), if present and not
-        None, is saved as ``edges.png`` (the first one found).
+        transmission's ``missing`` ((h, w) bool, cells missing at decode) makes the holes.
+    edges : (H, W) or (h, w) array in [0, 1], optional — the estimated edge map (EEN) of the
+        received latent, saved as ``edges.png``
     repeats : which repeats to keep (default: the first)
     max_images : keep images with ``image_id < max_images``
 
     Never raises for a bad image: a failure is logged and the run goes on.
     """
-    if repeat not in repeats or image_id >= max_images:
+    if not keeps(repeat, image_id, repeats, max_images):
         return []
     folder = Path(out) / EXAMPLES_DIR / f"point{int(point):04d}" / str(name)
     written: list[Path] = []
@@ -86,17 +91,15 @@ def save_examples(out, point: int, repeat: int, image_id: int, name: str, origin
         written.append(folder / "original.png")
         base = _rgb8(lossfree).copy()
         holes = np.zeros(base.shape[:2], dtype=bool)
-        edges = None
         for _, t, _ in outputs:
             miss = getattr(t, "missing", None)
             if miss is not None and np.asarray(miss).ndim == 2 and np.asarray(miss).any():
                 holes |= _upsample(np.asarray(miss, dtype=bool), base.shape)
-            if edges is None and getattr(t, "edges", None) is not None:
-                edges = np.asarray(t.edges, dtype=np.float64)
         base[holes] = HOLE_RGB
         _save_png(folder / "received.png", base)
         written.append(folder / "received.png")
         if edges is not None:
+            edges = np.asarray(edges, dtype=np.float64)
             if edges.shape != base.shape[:2]:
                 edges = _upsample(edges, base.shape)
             _save_png(folder / "edges.png", edges)

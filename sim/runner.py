@@ -320,6 +320,20 @@ def _key(point: int, repeat: int, image: str, policy: str) -> list:
     return [point, repeat, image, policy]
 
 
+def _example_edges(cache: _Cache, sc: Scenario, sent) -> np.ndarray | None:
+    """EEN edges of the first policy whose complement method estimates edges and that had
+    cells missing (for the report's example grid); None if there is none."""
+    for pol, (t, _, _) in zip(sc.policies, sent):
+        if t is None or not t.missing.any():
+            continue
+        fn = cache.method(sc.codec, pol.policy)
+        if hasattr(fn, "estimate_edges"):
+            edges = fn.estimate_edges(t.latent, t.missing)
+            if edges is not None:
+                return edges
+    return None
+
+
 def _run_group(cache: _Cache, scenario: Scenario, point, repeat: int, image_id: int, name: str,
                image: np.ndarray, stages: dict, out: Path | None = None) -> list[dict]:
     """The records of one (point, repeat, image): every policy, in policy order.
@@ -329,7 +343,7 @@ def _run_group(cache: _Cache, scenario: Scenario, point, repeat: int, image_id: 
     ``out``, the group's example images go to ``out/examples/`` (only the groups
     :func:`reports.examples.save_examples` keeps; artifacts, not records).
     """
-    from reports.examples import save_examples
+    from reports.examples import keeps, save_examples
     from sim import engine
 
     sc = point.scenario
@@ -398,7 +412,8 @@ def _run_group(cache: _Cache, scenario: Scenario, point, repeat: int, image_id: 
         t0 = time.perf_counter()
         save_examples(out, point.index, repeat, image_id, name, image, reference["image"],
                       [(pol.name, t, decoded[i]) for i, (pol, (t, _, _)) in enumerate(zip(sc.policies, sent))
-                       if t is not None])
+                       if t is not None],
+                      edges=_example_edges(cache, sc, sent) if keeps(repeat, image_id) else None)
         stages["examples"] += time.perf_counter() - t0
 
     # 4. LPIPS of the new reconstructions against the original and the loss-free decode, one

@@ -263,10 +263,10 @@ def test_save_examples_writes_what_is_asked(tmp_path):
     miss = np.zeros((2, 2), bool)
     miss[1, 0] = True
     t = _T(miss)
-    t.edges = np.eye(2)
-    assert save_examples(tmp_path, 0, 1, 0, "x", img, img, [("p", t, img)]) == []      # repeat 1: not kept
-    assert save_examples(tmp_path, 0, 0, 1, "x", img, img, [("p", t, img)]) == []      # second image
-    files = save_examples(tmp_path, 3, 0, 0, "x", img, img, [("p", t, img)])
+    e = np.eye(2)
+    assert save_examples(tmp_path, 0, 1, 0, "x", img, img, [("p", t, img)], edges=e) == []  # repeat 1: not kept
+    assert save_examples(tmp_path, 0, 0, 1, "x", img, img, [("p", t, img)], edges=e) == []  # second image
+    files = save_examples(tmp_path, 3, 0, 0, "x", img, img, [("p", t, img)], edges=e)
     assert [f.name for f in files] == ["original.png", "received.png", "edges.png", "policy-p.png"]
     from PIL import Image
 

@@ -224,6 +224,19 @@ class LearnedComplement:
     def __call__(self, latent: np.ndarray, missing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.run(latent, missing, _generator(rng))["latent"]
 
+    def estimate_edges(self, latent: np.ndarray, missing: np.ndarray) -> np.ndarray | None:
+        """EEN edge map (H, W) in [0, 1] of a received latent (C, h, w) with ``missing`` (h, w)
+        cells, as the method computes it; ``None`` where the method uses no edges."""
+        import torch
+
+        if not (self.edges and any(s.uses_edges for s in self.models.controlnets)):
+            return None
+        device = self.models.unet.device
+        z = torch.from_numpy(np.ascontiguousarray(latent, dtype=np.float32))[None].to(device)
+        lost = torch.from_numpy(np.asarray(missing, dtype=bool))[None, None].to(device, torch.float32)
+        with torch.inference_mode():
+            return self.edge_map(z * (1 - lost), lost)[0, 0].float().cpu().numpy()
+
     def warmup(self, shape: tuple[int, int, int]) -> None:
         """One throw-away call on zeros of ``shape`` (C, h, w) with one lost cell.
 
