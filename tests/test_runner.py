@@ -437,3 +437,13 @@ def test_missing_complement_weights_stop_the_run_with_one_line(learned_file, tmp
     assert not (tmp_path / "out" / "results.jsonl").exists() or not read_records(tmp_path / "out" / "results.jsonl")
     assert main(["run", str(learned_file), "--threads", "-1", "--no-progress"]) == 2
     assert "threads = -1" in capsys.readouterr().err
+
+
+def test_example_grid_carries_the_learned_methods_edges(learned_file, tmp_path):
+    from PIL import Image
+
+    run(learned_file, tmp_path / "out")
+    lossy = tmp_path / "out" / "examples" / "point0001" / "astronaut"
+    edges = np.asarray(Image.open(lossy / "edges.png"))
+    assert edges.shape[:2] == (32, 32)                      # image resolution, from the EEN
+    assert not (tmp_path / "out" / "examples" / "point0000" / "astronaut" / "edges.png").exists()  # nothing lost
