@@ -33,7 +33,7 @@ def _models(args):
         unet = tiny_unet().eval()
         controlnet = tiny_controlnet(unet).eval()
         een = EdgeEstimationNetwork().eval()
-    return ComplementModels("random-tiny", unet, [ControlSpec(controlnet, ("edges", "inpaint"))],
+    return ComplementModels("random-tiny", unet, [ControlSpec(controlnet, ("edges", "latent"))],
                             torch.zeros(1, 1, unet.config.cross_attention_dim), dict(SD15_SCHEDULER), een)
 
 

@@ -11,6 +11,7 @@ import socket
 
 import pytest
 import torch
+from helpers import wake_controlnet
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +108,6 @@ def hf_offline(monkeypatch, tmp_path):
 
 # -- complement (EEN + latent UNet + ControlNets): tiny seeded random models ---------------------
 
-def _wake_controlnet(net) -> None:
-    """Give a fresh ControlNet non-zero 'zero convolutions' so its residuals (and its control image) matter."""
-    zero_convs = [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]
-    for conv in zero_convs:
-        torch.nn.init.normal_(conv.weight, std=0.05)
-
-
 @pytest.fixture(scope="session")
 def random_tiny_codec():
     """A :class:`~sim.codec.Codec` around a seeded random ``TinyAutoencoder`` (stride 8), 6-bit uniform + range."""
@@ -133,7 +127,7 @@ def random_tiny_codec():
 def tiny_complement_dir(tmp_path_factory):
     """A seeded random ``tiny`` complement weight set (the shipped architecture) saved as a folder.
 
-    UNet + one [edges, inpaint] ControlNet with woken zero convolutions, a random null
+    UNet + one [edges, latent] ControlNet with woken zero convolutions, a random null
     embedding, and a small random EEN (width 8, ×8).
     """
     from sim.complement.een import EdgeEstimationNetwork, save_een
@@ -144,11 +138,11 @@ def tiny_complement_dir(tmp_path_factory):
         torch.manual_seed(0)
         unet = tiny_unet()
         controlnet = tiny_controlnet(unet)
-        _wake_controlnet(controlnet)
+        wake_controlnet(controlnet)
         null = torch.randn(1, 1, unet.config.cross_attention_dim)
         een = EdgeEstimationNetwork(width=8, upscale=8)
     save_een(een, folder / "een.safetensors", {"codec": "tiny", "scaling_factor": 0.5})
-    save_weight_set(folder, unet, [ControlSpec(controlnet, ("edges", "inpaint"))], null, SD15_SCHEDULER,
+    save_weight_set(folder, unet, [ControlSpec(controlnet, ("edges", "latent"))], null, SD15_SCHEDULER,
                     {"note": "random test weights"})
     return folder
 
@@ -182,7 +176,7 @@ def tiny_sd15_dirs(tmp_path_factory):
                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), cross_attention_dim=32,
                 conditioning_embedding_out_channels=(16, 32),
             )
-            _wake_controlnet(nets[kind])
+            wake_controlnet(nets[kind])
         prompt = torch.randn(1, 77, 32)
         een = EdgeEstimationNetwork(width=8, upscale=2)
     unet.save_pretrained(root / "pipeline" / "unet", safe_serialization=True)

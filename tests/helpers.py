@@ -65,3 +65,12 @@ def random_tiny_autoencoder(widths=(8, 8, 8)):
     with torch.random.fork_rng():
         torch.manual_seed(0)
         return TinyAutoencoder(widths=widths)
+
+
+def wake_controlnet(net) -> None:
+    """Give a fresh ControlNet non-zero 'zero convolutions' so its residuals (and its control image) matter."""
+    import torch
+
+    zero_convs = [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]
+    for conv in zero_convs:
+        torch.nn.init.normal_(conv.weight, std=0.05)

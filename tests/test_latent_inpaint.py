@@ -7,19 +7,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import wake_controlnet
 
 from sim.complement.latent_inpaint import Control, _embedded_once, denoise_latents
 from sim.complement.learned import CODEC_METHODS, LearnedComplement, PixelDiffusion, PixelTelea, make_method
 from sim.complement.models import (
-    SD15_SCHEDULER, ComplementModels, load_complement_models, load_sd15, load_weight_set,
+    SD15_SCHEDULER, ComplementModels, ControlSpec, control_channels, latent_control, load_complement_models,
+    load_sd15, load_weight_set, tiny_controlnet,
 )
 from sim.errors import ConfigError, InputError, ModelLoadError
 
 # out[0, 2:5, 2:5] (lost cells) for the seeded models, latent and rng below; regenerate only on purpose.
 EXPECTED_TINY = [
-    [-11.57012, -14.4145, -89.16486],
-    [10.30081, -10.81154, -25.98602],
-    [-78.03377, 29.64351, -34.13682],
+    [-9.44699, -9.85848, -99.11946],
+    [6.21899, -4.00828, -26.0558],
+    [-84.76464, 22.68111, -39.14894],
 ]
 EXPECTED_SD15 = [
     [-254.09468, 109.60751, -86.04182],
@@ -92,9 +94,50 @@ def test_run_returns_the_conditioning(random_tiny_codec, tiny_models):
     latent, missing = _case()
     res = method.run(latent, missing, torch.Generator().manual_seed(0))
     assert res["edges"].shape == (64, 64) and 0 <= res["edges"].min() and res["edges"].max() <= 1
+    assert res["masked_image"] is None  # the tiny set's inpaint control is the latent, no decode needed
+
+
+def test_latent_control_is_the_received_latent_upsampled():
+    scaled = torch.arange(8.0).reshape(1, 2, 2, 2)
+    lost = torch.tensor([[[[0.0, 1.0], [0.0, 0.0]]]])
+    got = latent_control(scaled, lost, 2)
+    assert got.shape == (1, 3, 4, 4)
+    expected_c1 = torch.tensor([[4.0, 4.0, 0.0, 0.0], [4.0, 4.0, 0.0, 0.0],
+                                [6.0, 6.0, 7.0, 7.0], [6.0, 6.0, 7.0, 7.0]])
+    assert torch.equal(got[0, 1], expected_c1)  # lost cell (0, 1) is 0, every cell a 2 × 2 block
+    assert torch.equal(got[0, 2], torch.kron(lost[0, 0], torch.ones(2, 2)))  # the mask channel
+
+
+def test_controls_carry_edges_latent_and_mask(random_tiny_codec, tiny_models):
+    method = LearnedComplement(random_tiny_codec, tiny_models, steps=1)
+    latent, missing = _case()
+    scaled = torch.from_numpy(latent)[None] * 0.5
+    lost = torch.from_numpy(missing)[None, None].float()
+    edges = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    (inpaint,) = method._controls(scaled, lost, edges, None, "inpaint")
+    assert torch.equal(inpaint.image, torch.cat([edges, latent_control(scaled, lost, 8)], 1))
+    assert inpaint.image[0, 5, 16:40, 16:48].eq(1).all() and inpaint.image[0, 1:5, 16:40, 16:48].eq(0).all()
+    (denoise,) = method._controls(scaled, lost, edges, None, "denoise")  # edges only: every cell lost
+    assert denoise.image[0, 1:5].eq(0).all() and denoise.image[0, 5].eq(1).all()
+    (noedge,) = method._controls(scaled, lost, None, None, "inpaint")  # the no-edge ablation: zero edges
+    assert noedge.image[0, 0].eq(0).all() and torch.equal(noedge.image[:, 1:], inpaint.image[:, 1:])
+
+
+def test_masked_image_control(random_tiny_codec, tiny_models):
+    """A ControlNet on [edges, inpaint] (as SD's inpaint ControlNet) gets the decoded holed image."""
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        net = tiny_controlnet(tiny_models.unet, ("edges", "inpaint"))
+        wake_controlnet(net)
+    models = ComplementModels("inpaint", tiny_models.unet, [ControlSpec(net, ("edges", "inpaint"))],
+                              tiny_models.prompt_embeds, tiny_models.scheduler_config, tiny_models.een)
+    method = LearnedComplement(random_tiny_codec, models, steps=1)
+    latent, missing = _case()
+    res = method.run(latent, missing, torch.Generator().manual_seed(0))
     img = res["masked_image"]
     assert img.shape == (3, 64, 64)
     assert (img[:, 16:40, 16:48] == -1).all() and (img[:, :16] >= 0).all()  # lost cells ×8 are −1
+    assert np.array_equal(res["latent"][:, ~missing], latent[:, ~missing])
 
 
 def test_no_cell_lost(random_tiny_codec, tiny_models):
@@ -215,7 +258,7 @@ def test_loop_keeps_known_exactly_and_checks_shapes(tiny_models):
     unet, spec = tiny_models.unet, tiny_models.controlnets[0]
     g = torch.Generator().manual_seed(0)
     z = torch.randn(1, 4, 8, 8, generator=g)
-    image = torch.rand(1, 4, 64, 64, generator=g)
+    image = torch.rand(1, control_channels(spec.inputs), 64, 64, generator=g)
     ctl = [Control(spec.net, image)]
     kw = dict(encoder_hidden_states=tiny_models.prompt_embeds, controls=ctl, steps=2)
     out = denoise_latents(unet, SD15_SCHEDULER, z, generator=torch.Generator().manual_seed(0),
@@ -234,7 +277,7 @@ def test_embedding_swap_is_undone(tiny_models):
     net = tiny_models.controlnets[0].net
     original = net.controlnet_cond_embedding
     with pytest.raises(RuntimeError):
-        with _embedded_once(Control(net, torch.zeros(1, 4, 64, 64))):
+        with _embedded_once(Control(net, torch.zeros(1, net.config.conditioning_channels, 64, 64))):
             assert net.controlnet_cond_embedding is not original
             raise RuntimeError("boom")
     assert net.controlnet_cond_embedding is original
@@ -307,12 +350,57 @@ def test_diffusion_training_runs_resumes_and_loads(tmp_path, random_tiny_codec):
     ckpt = torch.load(out / "checkpoint_diffusion.pt", weights_only=True)
     assert ckpt["step"] == 2 and "controlnet" in ckpt
     models = load_weight_set(out)
-    assert models.een is None and models.controlnets[0].inputs == ("edges", "inpaint")
+    assert models.een is None and models.controlnets[0].inputs == ("edges", "latent")
     assert models.card["unet_steps"] == 1 and models.card["scaling_factor"] == 0.5
     latent, missing = _case()
     out_latent = LearnedComplement(random_tiny_codec, models, edges=False, steps=1)(latent, missing,
                                                                                    np.random.default_rng(0))
     assert np.isfinite(out_latent).all()
+
+
+def test_stage2_from_a_base_with_een_edges(tmp_path, random_tiny_codec, tiny_complement_dir, tiny_models):
+    """``base`` replaces stage 1 (its UNet comes back unchanged when frozen), ``een`` supplies the
+    edges, ``unet_lr2`` fine-tunes the UNet; bad settings fail before any work."""
+    from PIL import Image
+
+    from sim.codec.tiny import save_tiny
+    from sim.training.latent_diffusion import train_latent_diffusion
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(images / "a.png")
+    save_tiny(random_tiny_codec.model.net, tmp_path / "codec.safetensors", {"scaling_factor": 0.5})
+    kw = dict(codec="tiny", codec_weights=str(tmp_path / "codec.safetensors"), batch=2, crop=32, unet_steps=0,
+              controlnet_steps=1, base=tiny_complement_dir, een=tiny_complement_dir / "een.safetensors")
+    frozen = load_weight_set(train_latent_diffusion(images, tmp_path / "frozen", **kw))
+    before = tiny_models.unet.state_dict()
+    assert all(torch.equal(v, before[k]) for k, v in frozen.unet.state_dict().items())
+    assert torch.equal(frozen.prompt_embeds, tiny_models.prompt_embeds)
+    assert frozen.card["edges"] == "een" and frozen.card["controls"] == ["edges", "latent"]
+    tuned = load_weight_set(train_latent_diffusion(images, tmp_path / "tuned", unet_lr2=1e-3, **kw))
+    assert not all(torch.equal(v, before[k]) for k, v in tuned.unet.state_dict().items())
+    with pytest.raises(ConfigError, match="base replaces stage 1"):
+        train_latent_diffusion(images, tmp_path / "x", **{**kw, "unet_steps": 1})
+    with pytest.raises(ConfigError, match="control input 'mask'"):
+        train_latent_diffusion(images, tmp_path / "x", controls=("edges", "mask"), **kw)
+    with pytest.raises(ConfigError, match="known_weight"):
+        train_latent_diffusion(images, tmp_path / "x", known_weight=2.0, **kw)
+
+
+def test_control_batch_dropouts():
+    from sim.training.latent_diffusion import control_batch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    scaled = torch.randn(2, 4, 2, 2, generator=g)
+    lost = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]]).expand(2, 1, 2, 2)
+    edges = torch.ones(2, 1, 16, 16)
+    cond, eff = control_batch(("edges", "latent", "inpaint"), x, scaled, lost, edges, g, 0.0, 0.0)
+    assert cond.shape == (2, 1 + 5 + 3, 16, 16) and torch.equal(eff, lost)
+    assert torch.equal(cond[:, 1:6], latent_control(scaled, lost, 8)) and cond[:, 0].eq(1).all()
+    assert cond[:, 6:, :8, :8].eq(-1).all() and torch.equal(cond[:, 6:, 8:, 8:], x[:, :, 8:, 8:].add(1).div(2))
+    cond, eff = control_batch(("edges", "latent"), x, scaled, lost, edges, g, 1.0, 1.0)  # both dropped
+    assert eff.eq(1).all() and cond[:, 0].eq(0).all() and cond[:, 1:5].eq(0).all() and cond[:, 5].eq(1).all()
 
 
 def test_train_command(tmp_path, random_tiny_codec, capsys):

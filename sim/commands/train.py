@@ -20,6 +20,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="total optimisation steps (codec 5000, een 3000; diffusion: --unet-steps + --controlnet-steps)")
     p.add_argument("--unet-steps", type=int, default=3000, help="diffusion stage 1 steps (default 3000)")
     p.add_argument("--controlnet-steps", type=int, default=1500, help="diffusion stage 2 steps (default 1500)")
+    p.add_argument("--controlnet-lr", type=float, default=5e-4, help="diffusion stage 2 peak lr (default 5e-4)")
+    p.add_argument("--unet-lr2", type=float, default=0.0,
+                   help="diffusion stage 2: also fine-tune the UNet at this peak lr (default 0: frozen, as ControlNet)")
+    p.add_argument("--controls", default="edges,latent",
+                   help="diffusion: the ControlNet's inputs, comma-separated: edges, canny, latent, inpaint "
+                        "(default edges,latent)")
+    p.add_argument("--base", default=None,
+                   help="diffusion: start stage 2 from this weight set's UNet + null embedding (needs --unet-steps 0)")
+    p.add_argument("--een", default=None,
+                   help="diffusion: EEN weights whose estimates replace Canny edges in stage 2 (as at run time)")
+    p.add_argument("--known-weight", type=float, default=0.1,
+                   help="diffusion stage 2: loss weight of received cells, lost cells weigh 1 (default 0.1)")
     p.add_argument("--batch", type=int, default=None, help="patches per step (codec 16, een/diffusion 8)")
     p.add_argument("--crop", type=int, default=128, help="patch side in pixels (default 128)")
     p.add_argument("--codec", default="tiny",
@@ -58,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--unet-steps and --controlnet-steps must be ≥ 0, one of them ≥ 1")
         path = train_latent_diffusion(args.images, args.out, codec=args.codec, codec_weights=args.codec_weights,
                                       unet_steps=args.unet_steps, controlnet_steps=args.controlnet_steps,
-                                      device=args.device, batch=batch, crop=args.crop, seed=args.seed)
+                                      device=args.device, batch=batch, crop=args.crop, seed=args.seed,
+                                      controlnet_lr=args.controlnet_lr, unet_lr2=args.unet_lr2,
+                                      controls=tuple(k.strip() for k in args.controls.split(",") if k.strip()),
+                                      base=args.base, een=args.een, known_weight=args.known_weight)
     print(path)
     return 0

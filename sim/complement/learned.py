@@ -140,11 +140,17 @@ class LearnedComplement:
 
         return self.models.een(een_input(z, lost, self.codec.model.scaling_factor))
 
-    def _controls(self, edges, image, stage: str):
+    def _controls(self, scaled, lost, edges, image, stage: str):
+        """Control images of every ControlNet that runs at ``stage`` ("inpaint" or "denoise")."""
         import torch
 
         from sim.complement.latent_inpaint import Control
+        from sim.complement.models import latent_control
 
+        stride = _stride(self.codec)
+        b, size = scaled.shape[0], (scaled.shape[-2] * stride, scaled.shape[-1] * stride)
+        if stage == "denoise":  # the denoising stage conditions on edges only: every cell counts as lost
+            lost = torch.ones_like(lost)
         out = []
         for spec in self.models.controlnets:
             if (edges is None and spec.edges_only) or (stage == "denoise" and (edges is None or not spec.uses_edges)):
@@ -152,12 +158,14 @@ class LearnedComplement:
             parts = []
             for kind in spec.inputs:
                 if kind in ("edges", "canny"):
-                    e = edges if edges is not None else torch.zeros_like(image[:, :1])  # no-edge ablation
+                    e = edges if edges is not None else scaled.new_zeros(b, 1, *size)  # no-edge ablation
                     parts.append(e if kind == "edges" else e.expand(-1, 3, -1, -1))
+                elif kind == "latent":
+                    parts.append(latent_control(scaled, lost, stride))
                 elif stage == "inpaint":
                     parts.append(image)
-                else:  # the denoising stage conditions on edges only: every pixel counts as lost
-                    parts.append(torch.full_like(edges.expand(-1, 3, -1, -1), -1.0))
+                else:
+                    parts.append(scaled.new_full((b, 3, *size), -1.0))
             out.append(Control(spec.net, torch.cat(parts, 1), spec.scale))
         return out
 
@@ -204,13 +212,13 @@ class LearnedComplement:
             if self.strength < 1:
                 start = torch.from_numpy(harmonic_fill(out, missing))[None].to(device) * sf
             scaled = denoise_latents(self.models.unet, self.models.scheduler_config, start,
-                                     controls=self._controls(edges, image, "inpaint"), keep=1 - lost,
+                                     controls=self._controls(scaled, lost, edges, image, "inpaint"), keep=1 - lost,
                                      steps=self.steps, strength=self.strength, **common)
         # 3. Canny-based denoising step over the whole latent
         if self.denoise:
             total = max(self.denoise_steps, round(self.denoise_steps / self.denoise_strength))
             scaled = denoise_latents(self.models.unet, self.models.scheduler_config, scaled,
-                                     controls=self._controls(edges, image, "denoise"), keep=None,
+                                     controls=self._controls(scaled, lost, edges, image, "denoise"), keep=None,
                                      steps=total, strength=self.denoise_steps / total, **common)
         repaired = (scaled / sf)[0].float().cpu().numpy()
         if self.denoise:

@@ -3,11 +3,11 @@ conditioning, a DDIM config and (optionally) the EEN, behind one :class:`Complem
 
 ``tiny`` (shipped, ``sim/complement/weights/tiny/``): a small ``UNet2DConditionModel`` and one
 ``ControlNetModel`` trained here on the ``tiny`` codec's latents (``latentcast train diffusion``),
-conditioned on [edges, masked image] (4 channels); a learned null embedding (1, 1, 64)
-instead of text. Its folder holds a manifest, ``complement.json``::
+conditioned on [edges, received latent + mask] (1 + 5 channels); a learned null embedding
+(1, 1, 64) instead of text. Its folder holds a manifest, ``complement.json``::
 
     {"format": 1, "name": "tiny", "unet": "unet",
-     "controlnets": [{"path": "controlnet", "inputs": ["edges", "inpaint"], "scale": 1.0}],
+     "controlnets": [{"path": "controlnet", "inputs": ["edges", "latent"], "scale": 1.0}],
      "prompt_embeds": "null_embedding.safetensors", "scheduler": {...DDIM config...},
      "een": "een.safetensors", "training": {...}}
 
@@ -18,7 +18,11 @@ trained for SD latents (``latentcast train een --codec sd-vae``).
 
 **Control inputs** (all at pixel resolution, H = h × the latent stride):
 ``edges`` 1 channel in [0, 1]; ``canny`` the same repeated to 3 channels (SD's canny
-ControlNets); ``inpaint`` RGB in [0, 1] with lost pixels set to −1 (``control_v11p_sd15_inpaint``).
+ControlNets); ``inpaint`` RGB in [0, 1] with lost pixels set to −1 (``control_v11p_sd15_inpaint``);
+``latent`` the received latent itself (× scaling factor, lost cells 0) and the loss mask
+(1 = lost), 4 + 1 channels nearest-upsampled by the stride (:func:`latent_control`): the
+``tiny`` set's inpaint control — the receiver has the latent, so the ControlNet need not learn
+to encode pixels back into it.
 """
 
 from __future__ import annotations
@@ -40,12 +44,12 @@ from sim.errors import ConfigError, ModelLoadError
 __all__ = [
     "CONTROL_INPUTS", "SD15_SCHEDULER", "SHIPPED_TINY", "SD15_DEFAULTS", "SD15_KEYS", "ControlSpec", "ComplementModels",
     "tiny_unet", "tiny_controlnet", "save_weight_set", "load_weight_set", "load_sd15", "load_complement_models",
-    "empty_prompt_embedding", "save_prompt_embeds",
+    "empty_prompt_embedding", "save_prompt_embeds", "latent_control", "control_channels",
 ]
 
 log = logging.getLogger(__name__)
 
-CONTROL_INPUTS = {"edges": 1, "canny": 3, "inpaint": 3}  # input kind → channels
+CONTROL_INPUTS = {"edges": 1, "canny": 3, "inpaint": 3, "latent": 5}  # input kind → channels (4-channel latents)
 EDGE_INPUTS = ("edges", "canny")
 SHIPPED_TINY = Path(__file__).parent / "weights" / "tiny"
 MANIFEST = "complement.json"
@@ -100,6 +104,18 @@ class ComplementModels:
         return self.controlnets[0].downscale if self.controlnets else None
 
 
+def latent_control(scaled: torch.Tensor, lost: torch.Tensor, stride: int) -> torch.Tensor:
+    """The ``latent`` control input: [scaled latent × (1 − lost), lost] (B, C + 1, h·s, w·s).
+
+    ``scaled`` (B, C, h, w) is the latent × scaling factor, ``lost`` (B, 1, h, w) 1 where lost;
+    each cell becomes an s × s block (nearest), so the ControlNet's ×s conditioning embedding
+    sees it at pixel resolution like every other input.
+    """
+    lost = lost.to(scaled.dtype)
+    cells = torch.cat([scaled * (1 - lost), lost], 1)
+    return torch.nn.functional.interpolate(cells, scale_factor=stride, mode="nearest")
+
+
 # -- the tiny architecture ----------------------------------------------------------------
 
 def tiny_unet(latent_channels: int = 4, cross_attention_dim: int = 64) -> UNet2DConditionModel:
@@ -114,16 +130,16 @@ def tiny_unet(latent_channels: int = 4, cross_attention_dim: int = 64) -> UNet2D
     )
 
 
-def tiny_controlnet(unet: UNet2DConditionModel, inputs=("edges", "inpaint"), downscale: int = 8) -> ControlNetModel:
+def tiny_controlnet(unet: UNet2DConditionModel, inputs=("edges", "latent"), downscale: int = 8) -> ControlNetModel:
     """A ControlNet copied from ``unet`` (zero convolutions out), for ``inputs`` at ×``downscale``."""
     levels = {2: (16, 32), 4: (16, 32, 64), 8: (16, 32, 64, 128)}
     if downscale not in levels:
         raise ConfigError(f"ControlNet downscale = {downscale}: expected one of {sorted(levels)}")
     return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=levels[downscale],
-                                     conditioning_channels=_channels(inputs))
+                                     conditioning_channels=control_channels(inputs))
 
 
-def _channels(inputs) -> int:
+def control_channels(inputs) -> int:
     for k in inputs:
         if k not in CONTROL_INPUTS:
             raise ConfigError(f"control input {k!r}: expected one of {', '.join(CONTROL_INPUTS)}")
@@ -302,9 +318,9 @@ def _check(models: ComplementModels, where: str) -> None:
     if len(strides) > 1:
         raise ModelLoadError(f"{where}: ControlNets with different conditioning strides {sorted(strides)}")
     for spec in models.controlnets:
-        if spec.net.config.conditioning_channels != _channels(spec.inputs):
+        if spec.net.config.conditioning_channels != control_channels(spec.inputs):
             raise ModelLoadError(f"{where}: a ControlNet takes {spec.net.config.conditioning_channels} conditioning "
-                                 f"channels but its inputs {list(spec.inputs)} make {_channels(spec.inputs)}")
+                                 f"channels but its inputs {list(spec.inputs)} make {control_channels(spec.inputs)}")
     if models.een is not None and strides and models.een.config["upscale"] not in strides:
         raise ModelLoadError(f"{where}: the EEN upsamples ×{models.een.config['upscale']} but the ControlNets "
                              f"condition at ×{strides.pop()}")

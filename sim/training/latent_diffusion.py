@@ -5,20 +5,25 @@ Two stages, as ControlNet prescribes (and the first paper, §III-D):
 1. **Base UNet** (:func:`sim.complement.models.tiny_unet`) and a learned null embedding
    (1, 1, 64) — the text-free conditioning — on the codec's latents × ``scaling_factor``,
    ε-prediction: L = ‖ε − ε_θ(z_t, t)‖², t uniform over SD's 1000-step scaled-linear schedule.
+   ``base`` skips this stage: the UNet and null embedding come from an existing weight set.
 2. **ControlNet** (:func:`~sim.complement.models.tiny_controlnet`, copied from the trained
-   UNet, zero convolutions out) with the UNet and null embedding frozen:
-   L = ‖ε − ε_θ(z_t, t, c)‖², c = [edges, masked image] at pixel resolution: Canny edges of the
-   crop (zeroed for a sample with probability ``edge_dropout``, so the no-edge ablation runs
-   on the same weights) and the crop in [0, 1] with the pixels of packet-loss-shaped lost cells
-   (:mod:`sim.training.masks`) set to −1 (all −1 with probability ``image_dropout``: the
-   denoising step's edge-only conditioning).
+   UNet, zero convolutions out) with the UNet and null embedding frozen (``unet_lr2`` > 0
+   fine-tunes the UNet too, a departure from the paper that the card records):
+   L = Σ w ‖ε − ε_θ(z_t, t, c)‖² / Σ w, with w = 1 on lost cells and ``known_weight`` on
+   received ones — the inpainting loop overwrites received cells, so the lost ones are what
+   the loss must teach. c is the ``controls`` inputs at pixel resolution: ``edges`` (Canny of
+   the crop, or — with ``een`` — the EEN's estimate from the holed latent, as at run time;
+   zeroed with probability ``edge_dropout`` so the no-edge ablation runs on the same weights),
+   ``latent`` (the received latent and the mask, :func:`~sim.complement.models.latent_control`)
+   and/or ``inpaint`` (the crop in [0, 1], lost pixels −1). Masks are packet-loss shaped
+   (:mod:`sim.training.masks`); with probability ``image_dropout`` every cell counts as lost
+   (the denoising step's edge-only conditioning).
 
-Edges in training are Canny edges of the original (as ControlNet's canny training); at run
-time they come from the EEN. Data: :class:`PatchSampler` crops, encoded on the fly by the frozen
-codec. AdamW, warm-up + cosine, gradient clipping at 1. One checkpoint
-(``checkpoint_diffusion.pt``, tensors only, ``weights_only=True``) holds the stage and step;
-a rerun with the same ``out`` resumes in whichever stage it stopped. The result is a
-weight-set folder (:func:`sim.complement.models.save_weight_set`) in ``out``.
+Data: :class:`PatchSampler` crops, encoded on the fly by the frozen codec. AdamW, warm-up +
+cosine, gradient clipping at 1. One checkpoint (``checkpoint_diffusion.pt``, tensors only,
+``weights_only=True``) holds the stage and step; a rerun with the same ``out`` resumes in
+whichever stage it stopped. The result is a weight-set folder
+(:func:`sim.complement.models.save_weight_set`) in ``out``.
 """
 
 from __future__ import annotations
@@ -34,38 +39,56 @@ from diffusers import DDIMScheduler
 from tqdm import tqdm
 
 from sim.complement.een import canny_edges
-from sim.complement.models import SD15_SCHEDULER, ControlSpec, save_weight_set, tiny_controlnet, tiny_unet
+from sim.complement.models import (SD15_SCHEDULER, ControlSpec, control_channels, latent_control, load_weight_set,
+                                   save_weight_set, tiny_controlnet, tiny_unet)
 from sim.training.een import frozen_module
 from sim.errors import ConfigError
 from sim.training.loop import lr_at
 from sim.training.masks import loss_masks
 from sim.training.patches import PatchSampler
 
-__all__ = ["train_latent_diffusion", "control_batch", "CONTROL_INPUTS"]
+__all__ = ["train_latent_diffusion", "control_batch", "DEFAULT_CONTROLS"]
 
 log = logging.getLogger(__name__)
 
-CONTROL_INPUTS = ("edges", "inpaint")
+DEFAULT_CONTROLS = ("edges", "latent")
 
 
-def control_batch(x: torch.Tensor, lost: torch.Tensor, edges: torch.Tensor, generator: torch.Generator,
-                  edge_dropout: float = 0.15, image_dropout: float = 0.1) -> torch.Tensor:
-    """[edges, masked image] (B, 4, H, W) for images x (B, 3, H, W) in [-1, 1] and cell masks (B, 1, h, w)."""
+def control_batch(inputs, x: torch.Tensor, scaled: torch.Tensor, lost: torch.Tensor, edges: torch.Tensor | None,
+                  generator: torch.Generator, edge_dropout: float = 0.15,
+                  image_dropout: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(control (B, k, H, W), effective cell mask (B, 1, h, w)) for one ControlNet's ``inputs``.
+
+    x (B, 3, H, W) images in [-1, 1]; scaled (B, C, h, w) their latents × scaling factor; lost
+    (B, 1, h, w) 1 = lost; edges (B, 1, H, W) (needed when ``inputs`` has an edge kind). With
+    probability ``image_dropout`` a sample's every cell counts as lost (returned mask too).
+    """
     b = x.shape[0]
     stride = x.shape[-1] // lost.shape[-1]
-    pixel_lost = F.interpolate(lost, scale_factor=stride, mode="nearest") > 0.5
     drop_image = (torch.rand(b, generator=generator) < image_dropout).to(x.device)
-    pixel_lost = pixel_lost | drop_image[:, None, None, None]
-    image = x.add(1).div(2).masked_fill(pixel_lost.expand_as(x), -1.0)
+    lost = torch.where(drop_image[:, None, None, None], torch.ones_like(lost), lost)
     keep_edges = (torch.rand(b, generator=generator) >= edge_dropout).to(x.device)
-    return torch.cat([edges * keep_edges[:, None, None, None], image], 1)
+    parts = []
+    for kind in inputs:
+        if kind in ("edges", "canny"):
+            e = edges * keep_edges[:, None, None, None]
+            parts.append(e if kind == "edges" else e.expand(-1, 3, -1, -1))
+        elif kind == "latent":
+            parts.append(latent_control(scaled, lost, stride))
+        else:
+            pixel_lost = F.interpolate(lost, scale_factor=stride, mode="nearest") > 0.5
+            parts.append(x.add(1).div(2).masked_fill(pixel_lost.expand_as(x), -1.0))
+    return torch.cat(parts, 1), lost
 
 
 def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "tiny", codec_weights: str | None = None,
                            unet_steps: int = 3000, controlnet_steps: int = 1500, device: str = "cpu",
-                           batch: int = 8, crop: int = 128, lr: float = 3e-4, controlnet_lr: float = 1e-4,
-                           canny_sigma: float = 2.0, edge_dropout: float = 0.15, image_dropout: float = 0.1,
-                           max_loss: float = 0.4, seed: int = 0, save_every: int = 250) -> Path:
+                           batch: int = 8, crop: int = 128, lr: float = 3e-4, controlnet_lr: float = 5e-4,
+                           unet_lr2: float = 0.0, controls: tuple[str, ...] = DEFAULT_CONTROLS,
+                           base: str | Path | None = None, een: str | Path | None = None,
+                           known_weight: float = 0.1, canny_sigma: float = 2.0, edge_dropout: float = 0.15,
+                           image_dropout: float = 0.1, max_loss: float = 0.4, seed: int = 0,
+                           save_every: int = 250) -> Path:
     """Train (or resume) the tiny UNet, then its ControlNet; returns the weight-set folder ``out``.
 
     Parameters
@@ -78,35 +101,63 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
         Steps of stage 1 and stage 2 (0 skips a stage's training, not its model).
     lr, controlnet_lr : float
         Peak AdamW learning rates of the two stages.
+    unet_lr2 : float
+        Stage 2: peak lr of the UNet and null embedding trained with the ControlNet (0 = frozen).
+    controls : tuple of str
+        The ControlNet's inputs (kinds of :data:`sim.complement.models.CONTROL_INPUTS`).
+    base : path, optional
+        A weight-set folder whose UNet and null embedding replace stage 1 (``unet_steps`` must be 0).
+    een : path, optional
+        EEN weights: stage-2 edges are its estimates from the holed latent instead of Canny.
+    known_weight : float
+        Stage-2 loss weight of received cells (lost cells weigh 1).
     """
     from sim.codec import load_model
+    from sim.complement.een import een_input, load_een
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    controls = tuple(controls)
+    control_channels(controls)  # unknown kinds fail here, before any work
+    if base is not None and unet_steps:
+        raise ConfigError(f"unet_steps = {unet_steps} with base = {base}: the base replaces stage 1; use 0")
+    if not 0.0 <= known_weight <= 1.0:
+        raise ConfigError(f"known_weight = {known_weight!r}: expected a weight in [0, 1]")
     model = load_model(codec, codec_weights, device)
     frozen_module(model)
     stride = int(getattr(model, "downscale", 8))
     if crop % (4 * stride):
         raise ConfigError(f"crop = {crop}: expected a multiple of {4 * stride} (4 × the latent stride)")
     sf = float(model.scaling_factor)
+    edge_net = load_een(een, device).eval().requires_grad_(False) if een else None
     total = unet_steps + controlnet_steps
     with torch.random.fork_rng():  # initial weights only
         torch.manual_seed(seed)
         unet = tiny_unet().to(device)
         null = torch.nn.Parameter(torch.randn(1, 1, unet.config.cross_attention_dim, device=device) * 0.02)
+    if base is not None:
+        start_set = load_weight_set(base, device=device)
+        unet.load_state_dict(start_set.unet.state_dict())
+        null.data.copy_(start_set.prompt_embeds)
     controlnet = None
     opt = torch.optim.AdamW([*unet.parameters(), null], lr=lr, weight_decay=1e-4)
+    bases = [lr]
     ckpt_path = out / "checkpoint_diffusion.pt"
     start, elapsed = 0, 0.0
 
     def start_stage2():
-        nonlocal controlnet, opt
-        unet.requires_grad_(False)
-        null.requires_grad_(False)
+        nonlocal controlnet, opt, bases
+        unet.requires_grad_(unet_lr2 > 0)
+        null.requires_grad_(unet_lr2 > 0)
         with torch.random.fork_rng():
             torch.manual_seed(seed + 1)
-            controlnet = tiny_controlnet(unet, CONTROL_INPUTS, stride).to(device)
-        opt = torch.optim.AdamW(controlnet.parameters(), lr=controlnet_lr, weight_decay=1e-4)
+            controlnet = tiny_controlnet(unet, controls, stride).to(device)
+        groups = [{"params": list(controlnet.parameters())}]
+        bases = [controlnet_lr]
+        if unet_lr2 > 0:
+            groups.append({"params": [*unet.parameters(), null]})
+            bases.append(unet_lr2)
+        opt = torch.optim.AdamW(groups, lr=controlnet_lr, weight_decay=1e-4)
 
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
@@ -129,30 +180,37 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
         stage = 1 if step < unet_steps else 2
         if stage == 2 and controlnet is None:
             start_stage2()
-        local, length, base = (step, unet_steps, lr) if stage == 1 else (step - unet_steps, controlnet_steps,
-                                                                           controlnet_lr)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(local, length, base, warmup=100)
+        local, length = (step, unet_steps) if stage == 1 else (step - unet_steps, controlnet_steps)
+        for g, peak in zip(opt.param_groups, bases):
+            g["lr"] = lr_at(local, length, peak, warmup=100)
         gen.manual_seed(seed * 1_000_003 + step)
         # 1. a batch of scaled latents, noised at random timesteps
-        x = sampler.batch(step, batch)
-        edges = canny_edges(x, canny_sigma).to(device) if stage == 2 else None
-        x = x.to(device)
+        x = sampler.batch(step, batch).to(device)
         with torch.no_grad():
-            z0 = model.encode(x).float() * sf
+            z = model.encode(x).float()
+        z0 = z * sf
         t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=gen).to(device)
         noise = torch.randn(z0.shape, generator=gen).to(device)
         zt = scheduler.add_noise(z0, noise, t)
         states = null.expand(batch, -1, -1)
-        # 2. ε-prediction, with ControlNet residuals in stage 2
-        residuals = {}
+        # 2. ε-prediction, with ControlNet residuals (and lost cells weighted) in stage 2
+        residuals, weight = {}, None
         if stage == 2:
             lost = loss_masks(batch, z0.shape[-2], z0.shape[-1], gen, max_loss).to(device)
-            cond = control_batch(x, lost, edges, gen, edge_dropout, image_dropout)
+            edges = None
+            if any(k in ("edges", "canny") for k in controls):
+                with torch.no_grad():
+                    edges = (edge_net(een_input(z, lost, sf)) if edge_net is not None
+                             else canny_edges(x.cpu(), canny_sigma).to(device))
+            cond, lost = control_batch(controls, x, z0, lost, edges, gen, edge_dropout, image_dropout)
             down, mid = controlnet(zt, t, encoder_hidden_states=states, controlnet_cond=cond, return_dict=False)
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+            weight = lost + known_weight * (1 - lost)
         eps = unet(zt, t, encoder_hidden_states=states, **residuals).sample
-        loss = F.mse_loss(eps, noise)
+        if weight is None:
+            loss = F.mse_loss(eps, noise)
+        else:
+            loss = ((eps - noise).pow(2).mean(1, keepdim=True) * weight).sum() / weight.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for group in opt.param_groups for p in group["params"]]
@@ -173,13 +231,15 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
     unet.eval()
     controlnet.eval()
     card = {"codec": model.name, "codec_weights": codec_weights, "scaling_factor": sf,
-            "unet_steps": unet_steps, "controlnet_steps": controlnet_steps, "batch": batch, "crop": crop,
-            "lr": lr, "controlnet_lr": controlnet_lr, "canny": {"library": "skimage", "sigma": canny_sigma},
-            "edge_dropout": edge_dropout, "image_dropout": image_dropout, "max_loss": max_loss, "seed": seed,
-            "device": device, "wall_s": round(time.perf_counter() - t0, 1),
+            "base": None if base is None else str(base), "unet_steps": unet_steps,
+            "controlnet_steps": controlnet_steps, "batch": batch, "crop": crop, "lr": lr,
+            "controlnet_lr": controlnet_lr, "unet_lr2": unet_lr2, "controls": list(controls),
+            "edges": "een" if edge_net is not None else {"library": "skimage", "canny_sigma": canny_sigma},
+            "known_weight": known_weight, "edge_dropout": edge_dropout, "image_dropout": image_dropout,
+            "max_loss": max_loss, "seed": seed, "device": device, "wall_s": round(time.perf_counter() - t0, 1),
             "train_images": [p.name for p in sampler.files], "train_loss_ema": {k: round(v, 4) for k, v in ema.items()},
             "loss_first_last_20": {k: [round(sum(v[:20]) / len(v[:20]), 4), round(sum(v[-20:]) / len(v[-20:]), 4)]
                                    for k, v in history.items() if v}}
-    save_weight_set(out, unet, [ControlSpec(controlnet, CONTROL_INPUTS, 1.0)], null.detach(), SD15_SCHEDULER, card)
+    save_weight_set(out, unet, [ControlSpec(controlnet, controls, 1.0)], null.detach(), SD15_SCHEDULER, card)
     (out / "diffusion_training.json").write_text(json.dumps(card, indent=2))
     return out
