@@ -12,8 +12,8 @@ from helpers import wake_controlnet
 from sim.complement.latent_inpaint import Control, _embedded_once, denoise_latents
 from sim.complement.learned import CODEC_METHODS, LearnedComplement, PixelDiffusion, PixelTelea, make_method
 from sim.complement.models import (
-    SD15_SCHEDULER, ComplementModels, ControlSpec, control_channels, latent_control, load_complement_models,
-    load_sd15, load_weight_set, tiny_controlnet,
+    SD15_SCHEDULER, ComplementModels, ControlSpec, control_channels, inpainting_unet, latent_control,
+    load_complement_models, load_sd15, load_weight_set, tiny_controlnet,
 )
 from sim.errors import ConfigError, InputError, ModelLoadError
 
@@ -273,6 +273,41 @@ def test_loop_keeps_known_exactly_and_checks_shapes(tiny_models):
         denoise_latents(unet, SD15_SCHEDULER, z, generator=g, strength=1.5, **kw)
 
 
+def test_inpainting_unet_starts_as_its_base_and_reads_the_known_latent(tiny_models):
+    base = tiny_models.unet
+    wide = inpainting_unet(base).eval()
+    assert wide.config.in_channels == 9 and wide.config.out_channels == 4
+    g = torch.Generator().manual_seed(0)
+    z, extra = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 5, 8, 8, generator=g)
+    t, states = torch.tensor([500]), tiny_models.prompt_embeds
+    with torch.no_grad():  # new input channels start at zero: the same function as the base
+        assert torch.allclose(wide(torch.cat([z, extra], 1), t, states).sample, base(z, t, states).sample, atol=1e-5)
+    with torch.no_grad():
+        wide.conv_in.weight[:, 4:].normal_(std=0.1, generator=g)
+    keep = torch.ones(1, 1, 8, 8)
+    keep[..., 2:5, 2:6] = 0
+    kw = dict(encoder_hidden_states=states, keep=keep, steps=1)
+    known = torch.randn(1, 4, 8, 8, generator=g)
+    a = denoise_latents(wide, SD15_SCHEDULER, known, generator=torch.Generator().manual_seed(1), **kw)
+    other = known.clone()
+    other[..., 6:, :] += 1.0  # change received cells only
+    b = denoise_latents(wide, SD15_SCHEDULER, other, generator=torch.Generator().manual_seed(1), **kw)
+    assert torch.equal(a[..., keep[0, 0] > 0], known[..., keep[0, 0] > 0])  # known cells exact
+    assert not torch.allclose(a[..., 2:5, 2:6], b[..., 2:5, 2:6])
+    # the one step by hand: the UNet input is [latents, mask = 1 − keep, known × keep]
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler.from_config(SD15_SCHEDULER, timestep_spacing="trailing")
+    sched.set_timesteps(1)
+    t = sched.timesteps[0]
+    noise = torch.randn(known.shape, generator=torch.Generator().manual_seed(1))
+    start = keep * sched.add_noise(known, noise, sched.timesteps[:1]) + (1 - keep) * noise
+    with torch.no_grad():
+        eps = wide(torch.cat([start, 1 - keep, known * keep], 1), t, states.expand(1, -1, -1)).sample
+    hand = keep * known + (1 - keep) * sched.step(eps, t, start).prev_sample
+    assert torch.allclose(a, hand, atol=1e-5)
+
+
 def test_embedding_swap_is_undone(tiny_models):
     net = tiny_models.controlnets[0].net
     original = net.controlnet_cond_embedding
@@ -385,6 +420,37 @@ def test_stage2_from_a_base_with_een_edges(tmp_path, random_tiny_codec, tiny_com
         train_latent_diffusion(images, tmp_path / "x", controls=("edges", "mask"), **kw)
     with pytest.raises(ConfigError, match="known_weight"):
         train_latent_diffusion(images, tmp_path / "x", known_weight=2.0, **kw)
+
+
+def test_stage2_with_an_inpainting_unet_resumes_and_runs(tmp_path, random_tiny_codec, tiny_complement_dir):
+    from PIL import Image
+
+    from sim.codec.tiny import save_tiny
+    from sim.training.latent_diffusion import train_latent_diffusion
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(images / "a.png")
+    save_tiny(random_tiny_codec.model.net, tmp_path / "codec.safetensors", {"scaling_factor": 0.5})
+    kw = dict(codec="tiny", codec_weights=str(tmp_path / "codec.safetensors"), batch=2, crop=32, unet_steps=0,
+              base=tiny_complement_dir, een=tiny_complement_dir / "een.safetensors", controls=("edges",),
+              inpaint_unet=True, unet_lr2=1e-3, save_every=1)
+    out = tmp_path / "run"
+    train_latent_diffusion(images, out, controlnet_steps=1, **kw)
+    train_latent_diffusion(images, out, controlnet_steps=2, **kw)  # resumes the widened UNet
+    assert torch.load(out / "checkpoint_diffusion.pt", weights_only=True)["step"] == 2
+    (out / "een.safetensors").write_bytes((tiny_complement_dir / "een.safetensors").read_bytes())
+    models = load_weight_set(out)
+    assert models.unet.config.in_channels == 9 and models.controlnets[0].inputs == ("edges",)
+    assert models.card["inpaint_unet"] is True
+    latent, missing = _case()
+    method = LearnedComplement(random_tiny_codec, models, steps=2)
+    res = method(latent, missing, np.random.default_rng(0))
+    assert np.array_equal(res[:, ~missing], latent[:, ~missing]) and np.isfinite(res).all()
+    assert np.isfinite(LearnedComplement(random_tiny_codec, models, steps=2, denoise=True)(
+        latent, missing, np.random.default_rng(0))).all()
+    with pytest.raises(ConfigError, match="inpaint_unet needs unet_lr2"):
+        train_latent_diffusion(images, tmp_path / "x", controlnet_steps=1, **{**kw, "unet_lr2": 0.0})
 
 
 def test_control_batch_dropouts():

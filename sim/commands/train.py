@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--controlnet-lr", type=float, default=5e-4, help="diffusion stage 2 peak lr (default 5e-4)")
     p.add_argument("--unet-lr2", type=float, default=0.0,
                    help="diffusion stage 2: also fine-tune the UNet at this peak lr (default 0: frozen, as ControlNet)")
+    p.add_argument("--inpaint-unet", action="store_true",
+                   help="diffusion stage 2: widen the UNet to an inpainting UNet ([latents, mask, masked latent]) "
+                        "and fine-tune it at --unet-lr2")
     p.add_argument("--controls", default="edges,latent",
                    help="diffusion: the ControlNet's inputs, comma-separated: edges, canny, latent, inpaint "
                         "(default edges,latent)")
@@ -32,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="diffusion: EEN weights whose estimates replace Canny edges in stage 2 (as at run time)")
     p.add_argument("--known-weight", type=float, default=0.1,
                    help="diffusion stage 2: loss weight of received cells, lost cells weigh 1 (default 0.1)")
+    p.add_argument("--x0-weight-cap", type=float, default=10.0,
+                   help="diffusion stage 2: cap of the per-timestep weight (1−ᾱ)/ᾱ on the ε error (default 10; 1 = plain ε)")
     p.add_argument("--batch", type=int, default=None, help="patches per step (codec 16, een/diffusion 8)")
     p.add_argument("--crop", type=int, default=128, help="patch side in pixels (default 128)")
     p.add_argument("--codec", default="tiny",
@@ -73,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
                                       device=args.device, batch=batch, crop=args.crop, seed=args.seed,
                                       controlnet_lr=args.controlnet_lr, unet_lr2=args.unet_lr2,
                                       controls=tuple(k.strip() for k in args.controls.split(",") if k.strip()),
-                                      base=args.base, een=args.een, known_weight=args.known_weight)
+                                      base=args.base, een=args.een, known_weight=args.known_weight,
+                                      x0_weight_cap=args.x0_weight_cap, inpaint_unet=args.inpaint_unet)
     print(path)
     return 0

@@ -11,6 +11,12 @@ is the loop of ``StableDiffusionControlNetInpaintPipeline`` (diffusers 0.42, §8
 - **Partial denoising** (``keep=None``, ``strength < 1``): img2img — the latent is noised to
   the first of the last ``int(steps × strength)`` timesteps and denoised freely.
 
+- **Inpainting UNet** (``in_channels`` = 2 × latent channels + 1, SD-inpainting's layout): the
+  UNet input is ``[latents, mask, masked known latent]`` at every step (mask = 1 where
+  generated; without ``keep`` everything counts as generated); a ControlNet whose ``conv_in``
+  takes the same width gets the same input, others the latents alone (diffusers' ControlNet
+  inpaint pipeline). Known cells are still blended, as above.
+
 Latents are in the UNet's units (codec latent × ``scaling_factor``). Every random draw comes
 from ``generator``; with the same generator state the result is the same.
 """
@@ -26,7 +32,7 @@ from torch import nn
 
 from sim.errors import ConfigError, InputError
 
-__all__ = ["Control", "denoise_latents", "timesteps_for"]
+__all__ = ["Control", "denoise_latents", "timesteps_for", "inpaint_input", "takes_mask"]
 
 
 @dataclass
@@ -73,6 +79,16 @@ def _embedded_once(control: Control):
         yield
     finally:
         net.controlnet_cond_embedding = original
+
+
+def takes_mask(unet: nn.Module) -> bool:
+    """True for an inpainting UNet: ``in_channels`` = 2 × ``out_channels`` + 1."""
+    return unet.config.in_channels == 2 * unet.config.out_channels + 1
+
+
+def inpaint_input(latents: torch.Tensor, generate: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """``[latents, mask, known × (1 − mask)]``: an inpainting UNet's input (mask = 1 where generated)."""
+    return torch.cat([latents, generate, known * (1 - generate)], 1)
 
 
 def timesteps_for(scheduler: DDIMScheduler, steps: int, strength: float) -> torch.Tensor:
@@ -172,22 +188,25 @@ def denoise_latents(
     if keep is not None:
         latents = keep * scheduler.add_noise(known, noise, timesteps[:1]) + (1 - keep) * latents
     states = encoder_hidden_states.to(latents).expand(b, -1, -1)
+    generate = (1 - keep) if keep is not None else torch.ones_like(latents[:, :1])
     # 3. the loop; control images are embedded once
     with ExitStack() as stack:
         for c in controls:
             stack.enter_context(_embedded_once(c))
         for i, t in enumerate(timesteps):
             model_input = scheduler.scale_model_input(latents, t)
+            full_input = inpaint_input(model_input, generate, known) if takes_mask(unet) else model_input
             down_res = mid_res = None
             for c in controls:
-                d, m = c.net(model_input, t, encoder_hidden_states=states, controlnet_cond=c.image,
-                             conditioning_scale=c.scale, return_dict=False)
+                wide = c.net.config.in_channels == full_input.shape[1]
+                d, m = c.net(full_input if wide else model_input, t, encoder_hidden_states=states,
+                             controlnet_cond=c.image, conditioning_scale=c.scale, return_dict=False)
                 down_res = d if down_res is None else [x + y for x, y in zip(down_res, d)]
                 mid_res = m if mid_res is None else mid_res + m
-            eps = unet(model_input, t, encoder_hidden_states=states, down_block_additional_residuals=down_res,
+            eps = unet(full_input, t, encoder_hidden_states=states, down_block_additional_residuals=down_res,
                        mid_block_additional_residual=mid_res, return_dict=False)[0]
             if guidance_scale != 1.0 and controls:
-                eps_u = unet(model_input, t, encoder_hidden_states=states, return_dict=False)[0]
+                eps_u = unet(full_input, t, encoder_hidden_states=states, return_dict=False)[0]
                 eps = eps_u + guidance_scale * (eps - eps_u)
             latents = scheduler.step(eps, t, latents, eta=eta, generator=generator, return_dict=False)[0]
             # 4. blend the known cells, re-noised to the next timestep (clean after the last)

@@ -187,9 +187,9 @@ class LearnedComplement:
 
         out, missing = check_inputs(latent, missing, f"complement {self.name}")
         c = out.shape[0]
-        if c != self.models.unet.config.in_channels:
+        if c != self.models.unet.config.out_channels:
             raise InputError(f"complement {self.name}: latent has {c} channels, the UNet takes "
-                             f"{self.models.unet.config.in_channels}")
+                             f"{self.models.unet.config.out_channels}")
         result = {"latent": out, "edges": None, "masked_image": None}
         if not missing.any() and not self.denoise:
             return result

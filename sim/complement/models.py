@@ -43,7 +43,7 @@ from sim.errors import ConfigError, ModelLoadError
 
 __all__ = [
     "CONTROL_INPUTS", "SD15_SCHEDULER", "SHIPPED_TINY", "SD15_DEFAULTS", "SD15_KEYS", "ControlSpec", "ComplementModels",
-    "tiny_unet", "tiny_controlnet", "save_weight_set", "load_weight_set", "load_sd15", "load_complement_models",
+    "tiny_unet", "tiny_controlnet", "inpainting_unet", "save_weight_set", "load_weight_set", "load_sd15", "load_complement_models",
     "empty_prompt_embedding", "save_prompt_embeds", "latent_control", "control_channels",
 ]
 
@@ -128,6 +128,18 @@ def tiny_unet(latent_channels: int = 4, cross_attention_dim: int = 64) -> UNet2D
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=16,
     )
+
+
+def inpainting_unet(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+    """SD-inpainting's widening of ``unet``: ``conv_in`` also takes [mask, masked latent]
+    (in_channels 2·C + 1); the new input weights start at zero, so it begins as ``unet``."""
+    c = unet.config.out_channels
+    wide = UNet2DConditionModel.from_config({**unet.config, "in_channels": 2 * c + 1})
+    state = unet.state_dict()
+    w = state["conv_in.weight"]
+    state["conv_in.weight"] = torch.cat([w, w.new_zeros(w.shape[0], c + 1, *w.shape[2:])], 1)
+    wide.load_state_dict(state)
+    return wide.to(w.device)
 
 
 def tiny_controlnet(unet: UNet2DConditionModel, inputs=("edges", "latent"), downscale: int = 8) -> ControlNetModel:

@@ -11,7 +11,9 @@ Two stages, as ControlNet prescribes (and the first paper, §III-D):
    fine-tunes the UNet too, a departure from the paper that the card records):
    L = Σ w ‖ε − ε_θ(z_t, t, c)‖² / Σ w, with w = 1 on lost cells and ``known_weight`` on
    received ones — the inpainting loop overwrites received cells, so the lost ones are what
-   the loss must teach. c is the ``controls`` inputs at pixel resolution: ``edges`` (Canny of
+   the loss must teach — times clamp((1 − ᾱ_t)/ᾱ_t, 1, ``x0_weight_cap``), the x0 error's
+   weight, capped, so the noisy steps where a hole's content is decided are not drowned by
+   the low-noise ones. c is the ``controls`` inputs at pixel resolution: ``edges`` (Canny of
    the crop, or — with ``een`` — the EEN's estimate from the holed latent, as at run time;
    zeroed with probability ``edge_dropout`` so the no-edge ablation runs on the same weights),
    ``latent`` (the received latent and the mask, :func:`~sim.complement.models.latent_control`)
@@ -39,8 +41,9 @@ from diffusers import DDIMScheduler
 from tqdm import tqdm
 
 from sim.complement.een import canny_edges
-from sim.complement.models import (SD15_SCHEDULER, ControlSpec, control_channels, latent_control, load_weight_set,
-                                   save_weight_set, tiny_controlnet, tiny_unet)
+from sim.complement.latent_inpaint import inpaint_input, takes_mask
+from sim.complement.models import (SD15_SCHEDULER, ControlSpec, control_channels, inpainting_unet, latent_control,
+                                   load_weight_set, save_weight_set, tiny_controlnet, tiny_unet)
 from sim.training.een import frozen_module
 from sim.errors import ConfigError
 from sim.training.loop import lr_at
@@ -86,7 +89,7 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
                            batch: int = 8, crop: int = 128, lr: float = 3e-4, controlnet_lr: float = 5e-4,
                            unet_lr2: float = 0.0, controls: tuple[str, ...] = DEFAULT_CONTROLS,
                            base: str | Path | None = None, een: str | Path | None = None,
-                           known_weight: float = 0.1, canny_sigma: float = 2.0, edge_dropout: float = 0.15,
+                           inpaint_unet: bool = False, known_weight: float = 0.1, x0_weight_cap: float = 10.0, canny_sigma: float = 2.0, edge_dropout: float = 0.15,
                            image_dropout: float = 0.1, max_loss: float = 0.4, seed: int = 0,
                            save_every: int = 250) -> Path:
     """Train (or resume) the tiny UNet, then its ControlNet; returns the weight-set folder ``out``.
@@ -109,8 +112,16 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
         A weight-set folder whose UNet and null embedding replace stage 1 (``unet_steps`` must be 0).
     een : path, optional
         EEN weights: stage-2 edges are its estimates from the holed latent instead of Canny.
+    inpaint_unet : bool
+        Stage 2 widens the UNet to an inpainting UNet (SD-inpainting's [latents, mask, masked
+        latent] input, :func:`~sim.complement.models.inpainting_unet`) and fine-tunes it at
+        ``unet_lr2`` (> 0) with the ControlNet.
     known_weight : float
         Stage-2 loss weight of received cells (lost cells weigh 1).
+    x0_weight_cap : float
+        Stage 2 weighs each sample's ε error by clamp((1 − ᾱ_t)/ᾱ_t, 1, cap) — the x0 error's
+        weight, capped — so the noisy timesteps where a hole's content is decided count (plain
+        ε-MSE puts ~10× more weight on low-noise steps, where context barely matters). 1 = plain ε.
     """
     from sim.codec import load_model
     from sim.complement.een import een_input, load_een
@@ -123,6 +134,10 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
         raise ConfigError(f"unet_steps = {unet_steps} with base = {base}: the base replaces stage 1; use 0")
     if not 0.0 <= known_weight <= 1.0:
         raise ConfigError(f"known_weight = {known_weight!r}: expected a weight in [0, 1]")
+    if inpaint_unet and not unet_lr2 > 0:
+        raise ConfigError(f"inpaint_unet needs unet_lr2 > 0 (got {unet_lr2!r}): its new mask inputs must be trained")
+    if not x0_weight_cap >= 1.0:
+        raise ConfigError(f"x0_weight_cap = {x0_weight_cap!r}: expected a cap ≥ 1 (1 = plain ε-MSE)")
     model = load_model(codec, codec_weights, device)
     frozen_module(model)
     stride = int(getattr(model, "downscale", 8))
@@ -146,7 +161,9 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
     start, elapsed = 0, 0.0
 
     def start_stage2():
-        nonlocal controlnet, opt, bases
+        nonlocal unet, controlnet, opt, bases
+        if inpaint_unet:
+            unet = inpainting_unet(unet)
         unet.requires_grad_(unet_lr2 > 0)
         null.requires_grad_(unet_lr2 > 0)
         with torch.random.fork_rng():
@@ -161,12 +178,12 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
 
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if "controlnet" in ckpt:  # stage 2 first: it may widen the UNet
+            start_stage2()
+            controlnet.load_state_dict(ckpt["controlnet"])
         unet.load_state_dict(ckpt["unet"])
         null.data.copy_(ckpt["null"])
         start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
-        if "controlnet" in ckpt:
-            start_stage2()
-            controlnet.load_state_dict(ckpt["controlnet"])
         opt.load_state_dict(ckpt["opt"])
         log.info("resuming diffusion training from step %d", start)
     sampler = PatchSampler(images, crop, seed)
@@ -203,9 +220,12 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
                     edges = (edge_net(een_input(z, lost, sf)) if edge_net is not None
                              else canny_edges(x.cpu(), canny_sigma).to(device))
             cond, lost = control_batch(controls, x, z0, lost, edges, gen, edge_dropout, image_dropout)
+            if takes_mask(unet):
+                zt = inpaint_input(zt, lost, z0)
             down, mid = controlnet(zt, t, encoder_hidden_states=states, controlnet_cond=cond, return_dict=False)
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
-            weight = lost + known_weight * (1 - lost)
+            a = scheduler.alphas_cumprod.to(device)[t]
+            weight = (lost + known_weight * (1 - lost)) * ((1 - a) / a).clamp(1.0, x0_weight_cap)[:, None, None, None]
         eps = unet(zt, t, encoder_hidden_states=states, **residuals).sample
         if weight is None:
             loss = F.mse_loss(eps, noise)
@@ -233,9 +253,9 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
     card = {"codec": model.name, "codec_weights": codec_weights, "scaling_factor": sf,
             "base": None if base is None else str(base), "unet_steps": unet_steps,
             "controlnet_steps": controlnet_steps, "batch": batch, "crop": crop, "lr": lr,
-            "controlnet_lr": controlnet_lr, "unet_lr2": unet_lr2, "controls": list(controls),
+            "controlnet_lr": controlnet_lr, "unet_lr2": unet_lr2, "inpaint_unet": inpaint_unet, "controls": list(controls),
             "edges": "een" if edge_net is not None else {"library": "skimage", "canny_sigma": canny_sigma},
-            "known_weight": known_weight, "edge_dropout": edge_dropout, "image_dropout": image_dropout,
+            "known_weight": known_weight, "x0_weight_cap": x0_weight_cap, "edge_dropout": edge_dropout, "image_dropout": image_dropout,
             "max_loss": max_loss, "seed": seed, "device": device, "wall_s": round(time.perf_counter() - t0, 1),
             "train_images": [p.name for p in sampler.files], "train_loss_ema": {k: round(v, 4) for k, v in ema.items()},
             "loss_first_last_20": {k: [round(sum(v[:20]) / len(v[:20]), 4), round(sum(v[-20:]) / len(v[-20:]), 4)]
