@@ -434,7 +434,7 @@ def test_stage2_with_an_inpainting_unet_resumes_and_runs(tmp_path, random_tiny_c
     save_tiny(random_tiny_codec.model.net, tmp_path / "codec.safetensors", {"scaling_factor": 0.5})
     kw = dict(codec="tiny", codec_weights=str(tmp_path / "codec.safetensors"), batch=2, crop=32, unet_steps=0,
               base=tiny_complement_dir, een=tiny_complement_dir / "een.safetensors", controls=("edges",),
-              inpaint_unet=True, unet_lr2=1e-3, save_every=1)
+              inpaint_unet=True, unet_lr2=1e-3, prediction_type="v_prediction", save_every=1)
     out = tmp_path / "run"
     train_latent_diffusion(images, out, controlnet_steps=1, **kw)
     train_latent_diffusion(images, out, controlnet_steps=2, **kw)  # resumes the widened UNet
@@ -442,7 +442,7 @@ def test_stage2_with_an_inpainting_unet_resumes_and_runs(tmp_path, random_tiny_c
     (out / "een.safetensors").write_bytes((tiny_complement_dir / "een.safetensors").read_bytes())
     models = load_weight_set(out)
     assert models.unet.config.in_channels == 9 and models.controlnets[0].inputs == ("edges",)
-    assert models.card["inpaint_unet"] is True
+    assert models.card["inpaint_unet"] is True and models.scheduler_config["prediction_type"] == "v_prediction"
     latent, missing = _case()
     method = LearnedComplement(random_tiny_codec, models, steps=2)
     res = method(latent, missing, np.random.default_rng(0))
@@ -451,6 +451,11 @@ def test_stage2_with_an_inpainting_unet_resumes_and_runs(tmp_path, random_tiny_c
         latent, missing, np.random.default_rng(0))).all()
     with pytest.raises(ConfigError, match="inpaint_unet needs unet_lr2"):
         train_latent_diffusion(images, tmp_path / "x", controlnet_steps=1, **{**kw, "unet_lr2": 0.0})
+    with pytest.raises(ConfigError, match="a frozen UNet cannot change what it predicts"):
+        train_latent_diffusion(images, tmp_path / "x", controlnet_steps=1,
+                               **{**kw, "unet_lr2": 0.0, "inpaint_unet": False})
+    with pytest.raises(ConfigError, match="prediction_type = 'x0'"):
+        train_latent_diffusion(images, tmp_path / "x", controlnet_steps=1, **{**kw, "prediction_type": "x0"})
 
 
 def test_control_batch_dropouts():

@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inpaint-unet", action="store_true",
                    help="diffusion stage 2: widen the UNet to an inpainting UNet ([latents, mask, masked latent]) "
                         "and fine-tune it at --unet-lr2")
+    p.add_argument("--prediction", choices=["epsilon", "v_prediction"], default="epsilon",
+                   help="diffusion: what the UNet predicts (default epsilon, SD 1.5's; v_prediction as SD 2)")
     p.add_argument("--controls", default="edges,latent",
                    help="diffusion: the ControlNet's inputs, comma-separated: edges, canny, latent, inpaint "
                         "(default edges,latent)")
@@ -79,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
                                       controlnet_lr=args.controlnet_lr, unet_lr2=args.unet_lr2,
                                       controls=tuple(k.strip() for k in args.controls.split(",") if k.strip()),
                                       base=args.base, een=args.een, known_weight=args.known_weight,
-                                      x0_weight_cap=args.x0_weight_cap, inpaint_unet=args.inpaint_unet)
+                                      x0_weight_cap=args.x0_weight_cap, inpaint_unet=args.inpaint_unet,
+                                      prediction_type=args.prediction)
     print(path)
     return 0

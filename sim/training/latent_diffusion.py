@@ -89,7 +89,7 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
                            batch: int = 8, crop: int = 128, lr: float = 3e-4, controlnet_lr: float = 5e-4,
                            unet_lr2: float = 0.0, controls: tuple[str, ...] = DEFAULT_CONTROLS,
                            base: str | Path | None = None, een: str | Path | None = None,
-                           inpaint_unet: bool = False, known_weight: float = 0.1, x0_weight_cap: float = 10.0, canny_sigma: float = 2.0, edge_dropout: float = 0.15,
+                           inpaint_unet: bool = False, prediction_type: str = "epsilon", known_weight: float = 0.1, x0_weight_cap: float = 10.0, canny_sigma: float = 2.0, edge_dropout: float = 0.15,
                            image_dropout: float = 0.1, max_loss: float = 0.4, seed: int = 0,
                            save_every: int = 250) -> Path:
     """Train (or resume) the tiny UNet, then its ControlNet; returns the weight-set folder ``out``.
@@ -116,10 +116,15 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
         Stage 2 widens the UNet to an inpainting UNet (SD-inpainting's [latents, mask, masked
         latent] input, :func:`~sim.complement.models.inpainting_unet`) and fine-tunes it at
         ``unet_lr2`` (> 0) with the ControlNet.
+    prediction_type : str
+        ``"epsilon"`` (SD 1.5's) or ``"v_prediction"`` (SD 2's v = √ᾱ ε − √(1 − ᾱ) x0): what the
+        UNet learns to output, stored in the weight set's scheduler config. With v the x0
+        estimate at the noisiest steps is a direct regression instead of an ε error × 1/√ᾱ
+        (× 15 at t = 999). A ``base`` of another type needs ``unet_lr2`` > 0.
     known_weight : float
         Stage-2 loss weight of received cells (lost cells weigh 1).
     x0_weight_cap : float
-        Stage 2 weighs each sample's ε error by clamp((1 − ᾱ_t)/ᾱ_t, 1, cap) — the x0 error's
+        With ε-prediction, stage 2 weighs each sample's ε error by clamp((1 − ᾱ_t)/ᾱ_t, 1, cap) — the x0 error's
         weight, capped — so the noisy timesteps where a hole's content is decided count (plain
         ε-MSE puts ~10× more weight on low-noise steps, where context barely matters). 1 = plain ε.
     """
@@ -136,6 +141,8 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
         raise ConfigError(f"known_weight = {known_weight!r}: expected a weight in [0, 1]")
     if inpaint_unet and not unet_lr2 > 0:
         raise ConfigError(f"inpaint_unet needs unet_lr2 > 0 (got {unet_lr2!r}): its new mask inputs must be trained")
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ConfigError(f"prediction_type = {prediction_type!r}: expected epsilon or v_prediction")
     if not x0_weight_cap >= 1.0:
         raise ConfigError(f"x0_weight_cap = {x0_weight_cap!r}: expected a cap ≥ 1 (1 = plain ε-MSE)")
     model = load_model(codec, codec_weights, device)
@@ -152,6 +159,10 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
         null = torch.nn.Parameter(torch.randn(1, 1, unet.config.cross_attention_dim, device=device) * 0.02)
     if base is not None:
         start_set = load_weight_set(base, device=device)
+        base_type = start_set.scheduler_config.get("prediction_type", "epsilon")
+        if base_type != prediction_type and not unet_lr2 > 0:
+            raise ConfigError(f"base {base} predicts {base_type}, prediction_type = {prediction_type!r}: "
+                              f"a frozen UNet cannot change what it predicts; set unet_lr2 > 0")
         unet.load_state_dict(start_set.unet.state_dict())
         null.data.copy_(start_set.prompt_embeds)
     controlnet = None
@@ -187,7 +198,8 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
         opt.load_state_dict(ckpt["opt"])
         log.info("resuming diffusion training from step %d", start)
     sampler = PatchSampler(images, crop, seed)
-    scheduler = DDIMScheduler.from_config(SD15_SCHEDULER)
+    scheduler_config = {**SD15_SCHEDULER, "prediction_type": prediction_type}
+    scheduler = DDIMScheduler.from_config(scheduler_config)
     gen = torch.Generator()
     t0 = time.perf_counter() - elapsed
     ema: dict[str, float] = {}
@@ -209,6 +221,7 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
         t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=gen).to(device)
         noise = torch.randn(z0.shape, generator=gen).to(device)
         zt = scheduler.add_noise(z0, noise, t)
+        target = noise if prediction_type == "epsilon" else scheduler.get_velocity(z0, noise, t)
         states = null.expand(batch, -1, -1)
         # 2. ε-prediction, with ControlNet residuals (and lost cells weighted) in stage 2
         residuals, weight = {}, None
@@ -224,13 +237,15 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
                 zt = inpaint_input(zt, lost, z0)
             down, mid = controlnet(zt, t, encoder_hidden_states=states, controlnet_cond=cond, return_dict=False)
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
-            a = scheduler.alphas_cumprod.to(device)[t]
-            weight = (lost + known_weight * (1 - lost)) * ((1 - a) / a).clamp(1.0, x0_weight_cap)[:, None, None, None]
-        eps = unet(zt, t, encoder_hidden_states=states, **residuals).sample
+            weight = lost + known_weight * (1 - lost)
+            if prediction_type == "epsilon":
+                a = scheduler.alphas_cumprod.to(device)[t]
+                weight = weight * ((1 - a) / a).clamp(1.0, x0_weight_cap)[:, None, None, None]
+        pred = unet(zt, t, encoder_hidden_states=states, **residuals).sample
         if weight is None:
-            loss = F.mse_loss(eps, noise)
+            loss = F.mse_loss(pred, target)
         else:
-            loss = ((eps - noise).pow(2).mean(1, keepdim=True) * weight).sum() / weight.sum()
+            loss = ((pred - target).pow(2).mean(1, keepdim=True) * weight).sum() / weight.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for group in opt.param_groups for p in group["params"]]
@@ -253,13 +268,14 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
     card = {"codec": model.name, "codec_weights": codec_weights, "scaling_factor": sf,
             "base": None if base is None else str(base), "unet_steps": unet_steps,
             "controlnet_steps": controlnet_steps, "batch": batch, "crop": crop, "lr": lr,
-            "controlnet_lr": controlnet_lr, "unet_lr2": unet_lr2, "inpaint_unet": inpaint_unet, "controls": list(controls),
+            "controlnet_lr": controlnet_lr, "unet_lr2": unet_lr2, "inpaint_unet": inpaint_unet,
+            "prediction_type": prediction_type, "controls": list(controls),
             "edges": "een" if edge_net is not None else {"library": "skimage", "canny_sigma": canny_sigma},
             "known_weight": known_weight, "x0_weight_cap": x0_weight_cap, "edge_dropout": edge_dropout, "image_dropout": image_dropout,
             "max_loss": max_loss, "seed": seed, "device": device, "wall_s": round(time.perf_counter() - t0, 1),
             "train_images": [p.name for p in sampler.files], "train_loss_ema": {k: round(v, 4) for k, v in ema.items()},
             "loss_first_last_20": {k: [round(sum(v[:20]) / len(v[:20]), 4), round(sum(v[-20:]) / len(v[-20:]), 4)]
                                    for k, v in history.items() if v}}
-    save_weight_set(out, unet, [ControlSpec(controlnet, controls, 1.0)], null.detach(), SD15_SCHEDULER, card)
+    save_weight_set(out, unet, [ControlSpec(controlnet, controls, 1.0)], null.detach(), scheduler_config, card)
     (out / "diffusion_training.json").write_text(json.dumps(card, indent=2))
     return out
