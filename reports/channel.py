@@ -25,7 +25,7 @@ def point_channel(scenario: dict | None, sweep: dict):
     """The channel object of one sweep point, or ``None`` (with the reason logged) if it
     cannot be built (no resolved scenario, a trace file that moved, ...)."""
     from channels import make_channel
-    from sim.scenario import set_dotted
+    from sim.scenario_yaml import set_dotted
 
     if scenario is None:
         return None

@@ -15,6 +15,11 @@ product of the lists in the order the keys are written, the **last key varying f
 (like nested loops, or ``itertools.product``). Each point is validated as a complete
 scenario. See ``docs/scenario.md`` for every field.
 
+Reading the YAML and applying ``--set`` overrides live in :mod:`sim.scenario_yaml`, the
+checking machinery the section parsers share in :mod:`sim.scenario_checks`; this module
+re-exports their public names (:func:`read_yaml`, :func:`apply_overrides`,
+:class:`ScenarioError`, ...).
+
 >>> sc = load_scenario("scenarios/quickstart.yaml", overrides=["repeats=1"])   # doctest: +SKIP
 >>> [p.values for p in sc.points]                                              # doctest: +SKIP
 """
@@ -23,10 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
-import inspect
 import itertools
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,10 @@ from typing import Any
 import yaml
 
 from sim.errors import ConfigError, LatentcastError
+from sim.scenario_checks import (ScenarioError, _build, _Checker, _defaults, _hint, _is_int,
+                                 _resolve_path, _show)
+from sim.scenario_yaml import (SECTIONS, _pop_dotted, apply_overrides, parse_yaml_value, read_yaml,
+                               set_dotted)
 
 __all__ = [
     "Scenario", "ImagesConfig", "CodecConfig", "PolicyConfig", "Point", "ScenarioError",
@@ -42,166 +48,10 @@ __all__ = [
     "set_dotted", "SECTIONS", "SWEEPABLE",
 ]
 
-SECTIONS = ("name", "seed", "images", "codec", "packetizer", "link", "channel", "receiver",
-            "policies", "sweep", "repeats", "out")
 SWEEPABLE = ("images", "codec", "packetizer", "link", "channel", "receiver", "policies")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CODEC_KEYS = ("model", "weights", "quantizer", "entropy", "device")
 _IMAGES_KEYS = ("source", "names", "size")
-
-
-class ScenarioError(ConfigError):
-    """Every problem found in a scenario, one line each (``errors``); ``str`` joins them."""
-
-    def __init__(self, errors: list[str]):
-        self.errors = list(errors)
-        super().__init__("\n".join(self.errors))
-
-
-# ------------------------------------------------------------------------------- YAML
-
-
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that reads ``1e-3`` as a float (YAML 1.2) and refuses duplicate keys."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                   |[-+]?\.(?:inf|Inf|INF)
-                   |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
-
-
-def _yaml_error(where: str, err: yaml.YAMLError) -> str:
-    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    if mark is not None:
-        return f"{where}:{mark.line + 1}:{mark.column + 1}: malformed YAML: {problem}"
-    return f"{where}: malformed YAML: {problem}"
-
-
-def read_yaml(path: str | Path) -> dict:
-    """The top-level mapping of a scenario file; ScenarioError (file, line, column) if malformed."""
-    where = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError([f"{where}: scenario file not found"]) from None
-    except IsADirectoryError:
-        raise ScenarioError([f"{where}: is a directory, expected a scenario YAML file"]) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ScenarioError([f"{where}: cannot read the scenario file ({err.__class__.__name__})"]) from None
-    try:
-        data = yaml.load(text, Loader=_Loader)  # a SafeLoader: plain data only
-    except yaml.YAMLError as err:
-        raise ScenarioError([_yaml_error(where, err)]) from None
-    if data is None:
-        raise ScenarioError([f"{where}: the scenario file is empty"])
-    if not isinstance(data, dict):
-        raise ScenarioError([f"{where}: expected a mapping of sections ({', '.join(SECTIONS)}) "
-                             f"at the top level, got {type(data).__name__}"])
-    return data
-
-
-def parse_yaml_value(text: str):
-    """A ``--set`` value: parsed as YAML (``0.1`` → float, ``[a, b]`` → list, ``null`` → None)."""
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as err:
-        raise ConfigError(_yaml_error(f"value {text!r}", err)) from None
-
-
-# ------------------------------------------------------------------------- dotted paths
-
-
-def _split(key: str) -> list[str]:
-    return [p for p in str(key).split(".")]
-
-
-def set_dotted(raw: dict, key: str, value) -> None:
-    """Set ``raw[a][b][c] = value`` for ``key = "a.b.c"``, creating missing mappings.
-
-    A purely numeric part indexes a list (``policies.1.max_rounds``).
-    """
-    parts = _split(key)
-    if not all(parts):
-        raise ConfigError(f"{key!r}: expected a dotted field path such as channel.loss")
-    node = raw
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        where = ".".join(parts[:i + 1])
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"{key}: {'.'.join(parts[:i]) or 'top level'} is a list of "
-                                  f"{len(node)}; expected an index 0..{len(node) - 1} at {part!r}")
-            idx = int(part)
-            if last:
-                node[idx] = value
-            else:
-                if isinstance(node[idx], str):  # "resend" → {"kind": "resend"}
-                    node[idx] = {"kind": node[idx]}
-                node = node[idx]
-        elif isinstance(node, dict):
-            if last:
-                node[part] = value
-            else:
-                if node.get(part) is None:
-                    node[part] = {}
-                node = node[part]
-        else:
-            raise ConfigError(f"{key}: {'.'.join(parts[:i])} = {node!r} is not a mapping, "
-                              f"cannot set {where}")
-
-
-def apply_overrides(raw: dict, overrides=(), seed: int | None = None) -> dict:
-    """A copy of ``raw`` with ``--set KEY=VALUE`` overrides and ``--seed`` applied.
-
-    ``KEY`` is a dotted path (``channel.loss``); ``VALUE`` is parsed as YAML. Setting a key
-    that the scenario sweeps fixes it: it is removed from ``sweep``. ``sweep.<dotted key>``
-    sets (or adds) a sweep list, e.g. ``--set 'sweep.channel.loss=[0.1, 0.2]'``.
-    """
-    raw = copy.deepcopy(raw)
-    errors = []
-    for item in overrides or ():
-        key, sep, text = str(item).partition("=")
-        key = key.strip()
-        if not sep or not key:
-            errors.append(f"--set {item!r}: expected KEY=VALUE, e.g. --set channel.loss=0.1")
-            continue
-        try:
-            value = parse_yaml_value(text.strip())
-            if key.startswith("sweep."):
-                sweep = raw.get("sweep")
-                if sweep is None:
-                    sweep = raw["sweep"] = {}
-                if not isinstance(sweep, dict):
-                    raise ConfigError(f"sweep = {sweep!r}: expected a mapping")
-                sweep[key[len("sweep."):]] = value
-                continue
-            if isinstance(raw.get("sweep"), dict):
-                raw["sweep"].pop(key, None)
-            set_dotted(raw, key, value)
-        except ConfigError as err:
-            errors.append(f"--set {key}: {err}")
-    if seed is not None:
-        raw["seed"] = seed
-    if errors:
-        raise ScenarioError(errors)
-    return raw
 
 
 # ----------------------------------------------------------------------------- sections
@@ -350,137 +200,6 @@ def _fields(obj, skip=()) -> dict:
             value = getattr(obj, f.name)
             out[f.name] = _thaw(value) if not isinstance(value, Path) else str(value)
     return out
-
-
-def _pop_dotted(d: dict, key: str) -> None:
-    """Remove ``key`` (dotted, numeric parts index lists) from ``d`` if it is there."""
-    parts = _split(key)
-    node = d
-    for part in parts[:-1]:
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            return
-    if isinstance(node, dict):
-        node.pop(parts[-1], None)
-
-
-# ---------------------------------------------------------------------------- checking
-
-
-def _show(value) -> str:
-    if isinstance(value, str):
-        return repr(value)
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-
-
-def _hint(key, allowed) -> str:
-    close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-class _Checker:
-    """Collects problems as ``file: path = value: allowed`` lines."""
-
-    def __init__(self, source: str):
-        self.source = source
-        self.errors: list[str] = []
-
-    def bad(self, path: str, value, allowed: str) -> None:
-        self.errors.append(f"{self.source}: {path} = {_show(value)}: {allowed}")
-
-    def line(self, text: str) -> None:
-        self.errors.append(f"{self.source}: {text}")
-
-    def keys(self, path: str, given: dict, allowed, required=()) -> bool:
-        """Unknown keys (with did-you-mean) and missing required keys; True if all fine."""
-        ok = True
-        for key in given:
-            if key not in allowed:
-                ok = False
-                self.line(f"{path + '.' if path else ''}{key}: unknown key{_hint(key, allowed)}; "
-                          f"expected one of: {', '.join(allowed)}")
-        for key in required:
-            if key not in given:
-                ok = False
-                self.line(f"{path + '.' if path else ''}{key}: missing (required)")
-        return ok
-
-    def mapping(self, path: str, value) -> dict | None:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.bad(path, value, "expected a mapping of keys to values")
-            return None
-        return value
-
-    def foreign(self, path: str, err: Exception, params=()) -> None:
-        """Report an error raised by another module's constructor under ``path``."""
-        msg = (str(err).strip().splitlines() or [err.__class__.__name__])[0]
-        m = re.match(r"^([A-Za-z_][\w.\[\]]*)(\s*(?:=|:|\s).*)$", msg)
-        if msg.startswith(path + ".") or msg.startswith(path + " ") or msg.startswith(path + ":"):
-            self.line(msg)
-        elif m and "." in m.group(1) and m.group(1).rsplit(".", 1)[1] in params:
-            self.line(f"{path}.{m.group(1).rsplit('.', 1)[1]}{m.group(2)}")
-        elif m and any(part in params for part in m.group(1).split(".")[:-1]):  # a key inside a mapping option
-            parts = m.group(1).split(".")
-            i = next(i for i, part in enumerate(parts) if part in params)
-            self.line(f"{path}.{'.'.join(parts[i:])}{m.group(2)}")
-        elif m and m.group(1) in params:
-            self.line(f"{path}.{msg}")
-        elif isinstance(err, LatentcastError) or isinstance(err, ValueError):
-            self.line(f"{path}: {msg}")
-        else:
-            self.line(f"{path}: {err.__class__.__name__}: {msg}")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _init_fields(cls) -> tuple[list[str], list[str]]:
-    """(all keyword names, required names) of a dataclass or callable."""
-    if dataclasses.is_dataclass(cls):
-        fs = [f for f in dataclasses.fields(cls) if f.init]
-        return ([f.name for f in fs],
-                [f.name for f in fs if f.default is dataclasses.MISSING
-                 and f.default_factory is dataclasses.MISSING])
-    params = [p for p in inspect.signature(cls).parameters.values()
-              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    return [p.name for p in params], [p.name for p in params if p.default is p.empty]
-
-
-def _defaults(cls) -> dict:
-    """Declared keyword defaults of a class or callable (what an omitted key means)."""
-    out = {}
-    for p in inspect.signature(cls).parameters.values():
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty:
-            out[p.name] = p.default
-    return out
-
-
-def _build(chk: _Checker, path: str, cls, params: dict, factory=None):
-    """``(factory or cls)(**params)`` with unknown/missing keys and raised errors reported."""
-    names, required = _init_fields(cls)
-    ok = chk.keys(path, params, names, required)
-    if any(r not in params for r in required):
-        return None
-    try:  # unknown keys left out, so that bad values of the known ones are reported too
-        obj = (factory or cls)(**{k: v for k, v in params.items() if k in names})
-    except (LatentcastError, ValueError, TypeError) as err:
-        chk.foreign(path, err, params)
-        return None
-    return obj if ok else None
-
-
-def _resolve_path(base: Path, value) -> str:
-    p = Path(str(value)).expanduser()
-    return str(p if p.is_absolute() else (base / p).resolve())
 
 
 # ------------------------------------------------------------------------------ parsing
