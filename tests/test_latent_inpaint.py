@@ -306,6 +306,14 @@ def test_inpainting_unet_starts_as_its_base_and_reads_the_known_latent(tiny_mode
         eps = wide(torch.cat([start, 1 - keep, known * keep], 1), t, states.expand(1, -1, -1)).sample
     hand = keep * known + (1 - keep) * sched.step(eps, t, start).prev_sample
     assert torch.allclose(a, hand, atol=1e-5)
+    # a caller's context (e.g. the interpolated holes) replaces the masked latent
+    context = torch.randn(known.shape, generator=g)
+    c = denoise_latents(wide, SD15_SCHEDULER, known, generator=torch.Generator().manual_seed(1), context=context, **kw)
+    with torch.no_grad():
+        eps = wide(torch.cat([start, 1 - keep, context], 1), t, states.expand(1, -1, -1)).sample
+    assert torch.allclose(c, keep * known + (1 - keep) * sched.step(eps, t, start).prev_sample, atol=1e-5)
+    with pytest.raises(InputError, match="context"):
+        denoise_latents(wide, SD15_SCHEDULER, known, generator=g, context=context[..., :4], **kw)
 
 
 def test_embedding_swap_is_undone(tiny_models):
@@ -434,7 +442,7 @@ def test_stage2_with_an_inpainting_unet_resumes_and_runs(tmp_path, random_tiny_c
     save_tiny(random_tiny_codec.model.net, tmp_path / "codec.safetensors", {"scaling_factor": 0.5})
     kw = dict(codec="tiny", codec_weights=str(tmp_path / "codec.safetensors"), batch=2, crop=32, unet_steps=0,
               base=tiny_complement_dir, een=tiny_complement_dir / "een.safetensors", controls=("edges",),
-              inpaint_unet=True, unet_lr2=1e-3, prediction_type="v_prediction", save_every=1)
+              inpaint_unet=True, unet_lr2=1e-3, prediction_type="v_prediction", context="interp", save_every=1)
     out = tmp_path / "run"
     train_latent_diffusion(images, out, controlnet_steps=1, **kw)
     train_latent_diffusion(images, out, controlnet_steps=2, **kw)  # resumes the widened UNet
@@ -443,6 +451,7 @@ def test_stage2_with_an_inpainting_unet_resumes_and_runs(tmp_path, random_tiny_c
     models = load_weight_set(out)
     assert models.unet.config.in_channels == 9 and models.controlnets[0].inputs == ("edges",)
     assert models.card["inpaint_unet"] is True and models.scheduler_config["prediction_type"] == "v_prediction"
+    assert models.context == "interp"
     latent, missing = _case()
     method = LearnedComplement(random_tiny_codec, models, steps=2)
     res = method(latent, missing, np.random.default_rng(0))
@@ -454,6 +463,15 @@ def test_stage2_with_an_inpainting_unet_resumes_and_runs(tmp_path, random_tiny_c
     with pytest.raises(ConfigError, match="a frozen UNet cannot change what it predicts"):
         train_latent_diffusion(images, tmp_path / "x", controlnet_steps=1,
                                **{**kw, "unet_lr2": 0.0, "inpaint_unet": False})
+    with pytest.raises(ConfigError, match="context = 'zeros'"):
+        train_latent_diffusion(images, tmp_path / "x", controlnet_steps=1, **{**kw, "context": "zeros"})
+    # the method hands the harmonic fill to an "interp" set, the masked latent to a "masked" one
+    masked = LearnedComplement(random_tiny_codec, ComplementModels(**{**vars(models), "context": "masked"}), steps=2)
+    assert not np.array_equal(masked(latent, missing, np.random.default_rng(0)), res)
+    manifest = out / "complement.json"
+    manifest.write_text(manifest.read_text().replace('"context": "interp"', '"context": "zeros"', 1))
+    with pytest.raises(ModelLoadError, match="context = 'zeros'"):
+        load_weight_set(out)
     with pytest.raises(ConfigError, match="prediction_type = 'x0'"):
         train_latent_diffusion(images, tmp_path / "x", controlnet_steps=1, **{**kw, "prediction_type": "x0"})
 

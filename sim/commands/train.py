@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inpaint-unet", action="store_true",
                    help="diffusion stage 2: widen the UNet to an inpainting UNet ([latents, mask, masked latent]) "
                         "and fine-tune it at --unet-lr2")
+    p.add_argument("--context", choices=["masked", "interp"], default="masked",
+                   help="diffusion, with --inpaint-unet: the UNet's context channels: the masked latent (SD-inpainting) "
+                        "or the holes filled by harmonic interpolation (default masked)")
     p.add_argument("--prediction", choices=["epsilon", "v_prediction"], default="epsilon",
                    help="diffusion: what the UNet predicts (default epsilon, SD 1.5's; v_prediction as SD 2)")
     p.add_argument("--controls", default="edges,latent",
@@ -82,6 +85,6 @@ def run(args: argparse.Namespace) -> int:
                                       controls=tuple(k.strip() for k in args.controls.split(",") if k.strip()),
                                       base=args.base, een=args.een, known_weight=args.known_weight,
                                       x0_weight_cap=args.x0_weight_cap, inpaint_unet=args.inpaint_unet,
-                                      prediction_type=args.prediction)
+                                      prediction_type=args.prediction, context=args.context)
     print(path)
     return 0

@@ -12,10 +12,12 @@ is the loop of ``StableDiffusionControlNetInpaintPipeline`` (diffusers 0.42, §8
   the first of the last ``int(steps × strength)`` timesteps and denoised freely.
 
 - **Inpainting UNet** (``in_channels`` = 2 × latent channels + 1, SD-inpainting's layout): the
-  UNet input is ``[latents, mask, masked known latent]`` at every step (mask = 1 where
-  generated; without ``keep`` everything counts as generated); a ControlNet whose ``conv_in``
-  takes the same width gets the same input, others the latents alone (diffusers' ControlNet
-  inpaint pipeline). Known cells are still blended, as above.
+  UNet input is ``[latents, mask, context]`` at every step (mask = 1 where generated; without
+  ``keep`` everything counts as generated; context = the known latent with generated cells 0,
+  SD-inpainting's masked latent, unless the caller passes another, e.g. the harmonic
+  interpolation of the holes); a ControlNet whose ``conv_in`` takes the same width gets the
+  same input, others the latents alone (diffusers' ControlNet inpaint pipeline). Known cells
+  are still blended, as above.
 
 Latents are in the UNet's units (codec latent × ``scaling_factor``). Every random draw comes
 from ``generator``; with the same generator state the result is the same.
@@ -86,9 +88,9 @@ def takes_mask(unet: nn.Module) -> bool:
     return unet.config.in_channels == 2 * unet.config.out_channels + 1
 
 
-def inpaint_input(latents: torch.Tensor, generate: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-    """``[latents, mask, known × (1 − mask)]``: an inpainting UNet's input (mask = 1 where generated)."""
-    return torch.cat([latents, generate, known * (1 - generate)], 1)
+def inpaint_input(latents: torch.Tensor, generate: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """``[latents, mask, context]``: an inpainting UNet's input (mask = 1 where generated)."""
+    return torch.cat([latents, generate, context], 1)
 
 
 def timesteps_for(scheduler: DDIMScheduler, steps: int, strength: float) -> torch.Tensor:
@@ -122,6 +124,7 @@ def denoise_latents(
     eta: float = 0.0,
     guidance_scale: float = 1.0,
     timestep_spacing: str | None = "trailing",
+    context: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Denoise ``latents`` with DDIM, inpainting where ``keep`` is 0.
 
@@ -154,6 +157,8 @@ def denoise_latents(
         residuals (there is no text to guide by); doubles the UNet cost. 1 = off.
     timestep_spacing : str or None
         Overrides the config's spacing; ``"trailing"`` starts at t = T − 1 even with few steps.
+    context : (B, C, h, w), optional
+        An inpainting UNet's context channels (default: ``latents`` × keep, the masked latent).
 
     Returns
     -------
@@ -189,13 +194,19 @@ def denoise_latents(
         latents = keep * scheduler.add_noise(known, noise, timesteps[:1]) + (1 - keep) * latents
     states = encoder_hidden_states.to(latents).expand(b, -1, -1)
     generate = (1 - keep) if keep is not None else torch.ones_like(latents[:, :1])
+    if context is None:
+        context = known * (1 - generate)
+    elif context.shape != known.shape:
+        raise InputError(f"context {tuple(context.shape)} does not match latents {tuple(known.shape)}")
     # 3. the loop; control images are embedded once
     with ExitStack() as stack:
         for c in controls:
             stack.enter_context(_embedded_once(c))
         for i, t in enumerate(timesteps):
             model_input = scheduler.scale_model_input(latents, t)
-            full_input = inpaint_input(model_input, generate, known) if takes_mask(unet) else model_input
+            full_input = model_input
+            if takes_mask(unet):
+                full_input = inpaint_input(model_input, generate, context.to(model_input))
             down_res = mid_res = None
             for c in controls:
                 wide = c.net.config.in_channels == full_input.shape[1]

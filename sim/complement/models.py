@@ -42,7 +42,7 @@ from sim.complement.een import EdgeEstimationNetwork, load_een
 from sim.errors import ConfigError, ModelLoadError
 
 __all__ = [
-    "CONTROL_INPUTS", "SD15_SCHEDULER", "SHIPPED_TINY", "SD15_DEFAULTS", "SD15_KEYS", "ControlSpec", "ComplementModels",
+    "CONTEXTS", "CONTROL_INPUTS", "SD15_SCHEDULER", "SHIPPED_TINY", "SD15_DEFAULTS", "SD15_KEYS", "ControlSpec", "ComplementModels",
     "tiny_unet", "tiny_controlnet", "inpainting_unet", "save_weight_set", "load_weight_set", "load_sd15", "load_complement_models",
     "empty_prompt_embedding", "save_prompt_embeds", "latent_control", "control_channels",
 ]
@@ -53,6 +53,9 @@ CONTROL_INPUTS = {"edges": 1, "canny": 3, "inpaint": 3, "latent": 5}  # input ki
 EDGE_INPUTS = ("edges", "canny")
 SHIPPED_TINY = Path(__file__).parent / "weights" / "tiny"
 MANIFEST = "complement.json"
+# An inpainting UNet's context channels: SD-inpainting's masked latent (lost cells 0), or the
+# received latent with its holes filled by harmonic interpolation (sim.complement.fill).
+CONTEXTS = ("masked", "interp")
 # Stable Diffusion 1.x's DDIM configuration (scheduler/scheduler_config.json of the SD 1.5 repo).
 SD15_SCHEDULER = {
     "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
@@ -97,6 +100,7 @@ class ComplementModels:
     scheduler_config: dict
     een: EdgeEstimationNetwork | None = None
     card: dict = field(default_factory=dict)
+    context: str = "masked"  # an inpainting UNet's context channels: "masked" latent or "interp"olated
 
     @property
     def downscale(self) -> int | None:
@@ -162,8 +166,10 @@ def control_channels(inputs) -> int:
 
 def save_weight_set(folder: str | Path, unet: UNet2DConditionModel, controlnets: list[ControlSpec],
                     prompt_embeds: torch.Tensor, scheduler_config: dict, training: dict,
-                    name: str = "tiny") -> Path:
+                    name: str = "tiny", context: str = "masked") -> Path:
     """Write a weight-set folder (manifest + diffusers folders + safetensors); returns it.
+
+    ``context`` (an inpainting UNet's context channels, :data:`CONTEXTS`) goes in the manifest.
 
     An ``een.safetensors`` already in the folder is kept and listed in the manifest.
     """
@@ -176,7 +182,9 @@ def save_weight_set(folder: str | Path, unet: UNet2DConditionModel, controlnets:
         spec.net.save_pretrained(folder / sub, safe_serialization=True)
         nets.append({"path": sub, "inputs": list(spec.inputs), "scale": spec.scale})
     save_file({"prompt_embeds": prompt_embeds.detach().cpu().contiguous()}, str(folder / "null_embedding.safetensors"))
-    manifest = {"format": 1, "name": name, "unet": "unet", "controlnets": nets,
+    if context not in CONTEXTS:
+        raise ConfigError(f"context = {context!r}: expected one of {', '.join(CONTEXTS)}")
+    manifest = {"format": 1, "name": name, "unet": "unet", "controlnets": nets, "context": context,
                 "prompt_embeds": "null_embedding.safetensors", "scheduler": dict(scheduler_config),
                 "een": "een.safetensors", "training": training}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -205,13 +213,16 @@ def load_weight_set(folder: str | Path | None = None, een: str | Path | None = N
             specs.append(ControlSpec(net.to(device), tuple(entry["inputs"]), float(entry.get("scale", 1.0))))
         prompt = load_file(str(folder / manifest["prompt_embeds"]))["prompt_embeds"]
         scheduler = dict(manifest["scheduler"])
+        context = manifest.get("context", "masked")
+        if context not in CONTEXTS:
+            raise ValueError(f"context = {context!r}, expected one of {', '.join(CONTEXTS)}")
     except (KeyError, TypeError, ValueError, OSError, SafetensorError) as err:
         raise ModelLoadError(f"{path}: not a complement weight set ({err.__class__.__name__}: "
                              f"{str(err).splitlines()[0][:120]})") from None
     een_path = Path(een) if een else folder / manifest.get("een", "een.safetensors")
     een_net = load_een(een_path, device) if (een or een_path.is_file()) else None
     models = ComplementModels(manifest.get("name", folder.name), unet.to(device), specs, prompt.to(device),
-                              scheduler, een_net, manifest.get("training", {}))
+                              scheduler, een_net, manifest.get("training", {}), context)
     _check(models, str(folder))
     return models
 

@@ -35,15 +35,17 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from tqdm import tqdm
 
 from sim.complement.een import canny_edges
+from sim.complement.fill import harmonic_fill
 from sim.complement.latent_inpaint import inpaint_input, takes_mask
-from sim.complement.models import (SD15_SCHEDULER, ControlSpec, control_channels, inpainting_unet, latent_control,
-                                   load_weight_set, save_weight_set, tiny_controlnet, tiny_unet)
+from sim.complement.models import (CONTEXTS, SD15_SCHEDULER, ControlSpec, control_channels, inpainting_unet,
+                                   latent_control, load_weight_set, save_weight_set, tiny_controlnet, tiny_unet)
 from sim.training.een import frozen_module
 from sim.errors import ConfigError
 from sim.training.loop import lr_at
@@ -84,12 +86,20 @@ def control_batch(inputs, x: torch.Tensor, scaled: torch.Tensor, lost: torch.Ten
     return torch.cat(parts, 1), lost
 
 
+def _context(kind: str, z: torch.Tensor, lost: torch.Tensor) -> torch.Tensor:
+    """An inpainting UNet's context for latents z (B, C, h, w) with cells ``lost`` (B, 1, h, w)."""
+    if kind == "masked":
+        return z * (1 - lost)
+    filled = [harmonic_fill(zi.cpu().numpy(), li[0].cpu().numpy() > 0.5) for zi, li in zip(z, lost)]
+    return torch.from_numpy(np.stack(filled)).to(z)
+
+
 def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "tiny", codec_weights: str | None = None,
                            unet_steps: int = 3000, controlnet_steps: int = 1500, device: str = "cpu",
                            batch: int = 8, crop: int = 128, lr: float = 3e-4, controlnet_lr: float = 5e-4,
                            unet_lr2: float = 0.0, controls: tuple[str, ...] = DEFAULT_CONTROLS,
                            base: str | Path | None = None, een: str | Path | None = None,
-                           inpaint_unet: bool = False, prediction_type: str = "epsilon", known_weight: float = 0.1, x0_weight_cap: float = 10.0, canny_sigma: float = 2.0, edge_dropout: float = 0.15,
+                           inpaint_unet: bool = False, context: str = "masked", prediction_type: str = "epsilon", known_weight: float = 0.1, x0_weight_cap: float = 10.0, canny_sigma: float = 2.0, edge_dropout: float = 0.15,
                            image_dropout: float = 0.1, max_loss: float = 0.4, seed: int = 0,
                            save_every: int = 250) -> Path:
     """Train (or resume) the tiny UNet, then its ControlNet; returns the weight-set folder ``out``.
@@ -116,6 +126,10 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
         Stage 2 widens the UNet to an inpainting UNet (SD-inpainting's [latents, mask, masked
         latent] input, :func:`~sim.complement.models.inpainting_unet`) and fine-tunes it at
         ``unet_lr2`` (> 0) with the ControlNet.
+    context : str
+        An inpainting UNet's context channels: ``"masked"`` (SD-inpainting's masked latent, lost
+        cells 0) or ``"interp"`` (the holes filled by harmonic interpolation, so the UNet learns
+        a correction of the receiver's cheap first guess); stored in the weight set's manifest.
     prediction_type : str
         ``"epsilon"`` (SD 1.5's) or ``"v_prediction"`` (SD 2's v = √ᾱ ε − √(1 − ᾱ) x0): what the
         UNet learns to output, stored in the weight set's scheduler config. With v the x0
@@ -141,6 +155,8 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
         raise ConfigError(f"known_weight = {known_weight!r}: expected a weight in [0, 1]")
     if inpaint_unet and not unet_lr2 > 0:
         raise ConfigError(f"inpaint_unet needs unet_lr2 > 0 (got {unet_lr2!r}): its new mask inputs must be trained")
+    if context not in CONTEXTS:
+        raise ConfigError(f"context = {context!r}: expected one of {', '.join(CONTEXTS)}")
     if prediction_type not in ("epsilon", "v_prediction"):
         raise ConfigError(f"prediction_type = {prediction_type!r}: expected epsilon or v_prediction")
     if not x0_weight_cap >= 1.0:
@@ -234,7 +250,7 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
                              else canny_edges(x.cpu(), canny_sigma).to(device))
             cond, lost = control_batch(controls, x, z0, lost, edges, gen, edge_dropout, image_dropout)
             if takes_mask(unet):
-                zt = inpaint_input(zt, lost, z0)
+                zt = inpaint_input(zt, lost, _context(context, z, lost) * sf)
             down, mid = controlnet(zt, t, encoder_hidden_states=states, controlnet_cond=cond, return_dict=False)
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
             weight = lost + known_weight * (1 - lost)
@@ -268,7 +284,7 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
     card = {"codec": model.name, "codec_weights": codec_weights, "scaling_factor": sf,
             "base": None if base is None else str(base), "unet_steps": unet_steps,
             "controlnet_steps": controlnet_steps, "batch": batch, "crop": crop, "lr": lr,
-            "controlnet_lr": controlnet_lr, "unet_lr2": unet_lr2, "inpaint_unet": inpaint_unet,
+            "controlnet_lr": controlnet_lr, "unet_lr2": unet_lr2, "inpaint_unet": inpaint_unet, "context": context,
             "prediction_type": prediction_type, "controls": list(controls),
             "edges": "een" if edge_net is not None else {"library": "skimage", "canny_sigma": canny_sigma},
             "known_weight": known_weight, "x0_weight_cap": x0_weight_cap, "edge_dropout": edge_dropout, "image_dropout": image_dropout,
@@ -276,6 +292,7 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
             "train_images": [p.name for p in sampler.files], "train_loss_ema": {k: round(v, 4) for k, v in ema.items()},
             "loss_first_last_20": {k: [round(sum(v[:20]) / len(v[:20]), 4), round(sum(v[-20:]) / len(v[-20:]), 4)]
                                    for k, v in history.items() if v}}
-    save_weight_set(out, unet, [ControlSpec(controlnet, controls, 1.0)], null.detach(), scheduler_config, card)
+    save_weight_set(out, unet, [ControlSpec(controlnet, controls, 1.0)], null.detach(), scheduler_config, card,
+                    context=context)
     (out / "diffusion_training.json").write_text(json.dumps(card, indent=2))
     return out
