@@ -469,7 +469,15 @@ def test_stage2_with_an_inpainting_unet_resumes_and_runs(tmp_path, random_tiny_c
     masked = LearnedComplement(random_tiny_codec, ComplementModels(**{**vars(models), "context": "masked"}), steps=2)
     assert not np.array_equal(masked(latent, missing, np.random.default_rng(0)), res)
     manifest = out / "complement.json"
-    manifest.write_text(manifest.read_text().replace('"context": "interp"', '"context": "zeros"', 1))
+    assert models.steps == 8 and LearnedComplement(random_tiny_codec, models).steps == 8  # the manifest's default
+    text = manifest.read_text()
+    manifest.write_text(text.replace('"steps": 8', '"steps": 2', 1))
+    assert LearnedComplement(random_tiny_codec, load_weight_set(out)).steps == 2
+    assert LearnedComplement(random_tiny_codec, load_weight_set(out), steps=5).steps == 5
+    manifest.write_text(text.replace('"steps": 8', '"steps": 0', 1))
+    with pytest.raises(ModelLoadError, match="steps = 0"):
+        load_weight_set(out)
+    manifest.write_text(text.replace('"context": "interp"', '"context": "zeros"', 1))
     with pytest.raises(ModelLoadError, match="context = 'zeros'"):
         load_weight_set(out)
     with pytest.raises(ConfigError, match="prediction_type = 'x0'"):

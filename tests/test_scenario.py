@@ -286,11 +286,11 @@ def test_bad_method_options_name_the_field(tmp_path, capsys):
     assert len(capsys.readouterr().err.strip().splitlines()) == 4
 
 
-def test_complement_defaults_to_interp_and_validate_warns_without_learned_weights(tmp_path, capsys, monkeypatch):
+def test_complement_defaults_to_learned_and_validate_warns_without_learned_weights(tmp_path, capsys, monkeypatch):
     import sim.complement.models as models
 
-    path = write(tmp_path, {**BASE, "policies": ["resend", {"name": "l", "kind": "complement", "method": "learned"},
-                                                 "complement"]})
+    path = write(tmp_path, {**BASE, "policies": ["resend", "complement",
+                                                 {"name": "i", "kind": "complement", "method": "interp"}]})
     sc = load_scenario(path)
     assert [p.policy.method for p in sc.policies[1:]] == ["learned", "interp"]
     monkeypatch.setattr(models, "SHIPPED_TINY", tmp_path / "not-installed")

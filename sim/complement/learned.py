@@ -72,10 +72,10 @@ class LearnedComplement:
         latents for the UNet; ``downscale`` must match the ControlNets' conditioning stride.
     models : ComplementModels
         A weight set (:func:`sim.complement.models.load_complement_models`).
-    steps : int
-        DDIM steps of the inpainting loop (default 8: 1.4–2.1 s for a 512 × 512 image with the
-        tiny architectures on one core of a busy 2-core CPU, 2.0–2.6 s with the denoising step,
-        inside the 3 s budget; see ``benchmarks/bench_complement.py`` and docs/complement.md).
+    steps : int, optional
+        DDIM steps of the inpainting loop (default: the weight set's ``steps``, chosen on
+        validation images — 2 for the shipped ``tiny`` set, 8 for ``sd15``; see
+        ``benchmarks/bench_complement.py`` and docs/complement.md for the cost per step).
     strength : float in (0, 1]
         1 = lost cells start from pure noise; below 1 they start from harmonic interpolation
         noised to the first timestep run (SDEdit-style; fewer steps run).
@@ -93,11 +93,12 @@ class LearnedComplement:
 
     needs_codec = True
 
-    def __init__(self, codec, models, steps: int = 8, strength: float = 1.0, edges: bool = True,
+    def __init__(self, codec, models, steps: int | None = None, strength: float = 1.0, edges: bool = True,
                  denoise: bool = False, denoise_strength: float = 0.2, denoise_steps: int = 2,
                  guidance_scale: float = 1.0, eta: float = 0.0, name: str = "learned"):
         self.codec, self.models, self.name = codec, models, name
-        self.steps, self.strength, self.edges, self.denoise = steps, strength, edges, denoise
+        self.steps = models.steps if steps is None else steps
+        self.strength, self.edges, self.denoise = strength, edges, denoise
         self.denoise_strength, self.denoise_steps = denoise_strength, denoise_steps
         self.guidance_scale, self.eta = guidance_scale, eta
         self._check()
@@ -379,7 +380,7 @@ def _check_loop(loop: dict) -> None:
         if not ok(value):
             raise ConfigError(f"complement.{key} = {value!r}: expected {expected} (see docs/complement.md)")
     steps, strength = loop.get("steps", LOOP_DEFAULTS["steps"]), loop.get("strength", LOOP_DEFAULTS["strength"])
-    if int(steps * strength + 1e-6) < 1:
+    if steps is not None and int(steps * strength + 1e-6) < 1:  # None: the weight set's, checked when built
         raise ConfigError(f"complement.steps = {steps} at strength = {strength} runs no step")
 
 

@@ -101,6 +101,7 @@ class ComplementModels:
     een: EdgeEstimationNetwork | None = None
     card: dict = field(default_factory=dict)
     context: str = "masked"  # an inpainting UNet's context channels: "masked" latent or "interp"olated
+    steps: int = 8  # the DDIM steps a method uses unless told otherwise
 
     @property
     def downscale(self) -> int | None:
@@ -166,10 +167,11 @@ def control_channels(inputs) -> int:
 
 def save_weight_set(folder: str | Path, unet: UNet2DConditionModel, controlnets: list[ControlSpec],
                     prompt_embeds: torch.Tensor, scheduler_config: dict, training: dict,
-                    name: str = "tiny", context: str = "masked") -> Path:
+                    name: str = "tiny", context: str = "masked", steps: int = 8) -> Path:
     """Write a weight-set folder (manifest + diffusers folders + safetensors); returns it.
 
-    ``context`` (an inpainting UNet's context channels, :data:`CONTEXTS`) goes in the manifest.
+    ``context`` (an inpainting UNet's context channels, :data:`CONTEXTS`) and ``steps`` (the
+    default DDIM step count of the methods using the set) go in the manifest.
 
     An ``een.safetensors`` already in the folder is kept and listed in the manifest.
     """
@@ -184,7 +186,7 @@ def save_weight_set(folder: str | Path, unet: UNet2DConditionModel, controlnets:
     save_file({"prompt_embeds": prompt_embeds.detach().cpu().contiguous()}, str(folder / "null_embedding.safetensors"))
     if context not in CONTEXTS:
         raise ConfigError(f"context = {context!r}: expected one of {', '.join(CONTEXTS)}")
-    manifest = {"format": 1, "name": name, "unet": "unet", "controlnets": nets, "context": context,
+    manifest = {"format": 1, "name": name, "unet": "unet", "controlnets": nets, "context": context, "steps": steps,
                 "prompt_embeds": "null_embedding.safetensors", "scheduler": dict(scheduler_config),
                 "een": "een.safetensors", "training": training}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -213,16 +215,18 @@ def load_weight_set(folder: str | Path | None = None, een: str | Path | None = N
             specs.append(ControlSpec(net.to(device), tuple(entry["inputs"]), float(entry.get("scale", 1.0))))
         prompt = load_file(str(folder / manifest["prompt_embeds"]))["prompt_embeds"]
         scheduler = dict(manifest["scheduler"])
-        context = manifest.get("context", "masked")
+        context, steps = manifest.get("context", "masked"), manifest.get("steps", 8)
         if context not in CONTEXTS:
             raise ValueError(f"context = {context!r}, expected one of {', '.join(CONTEXTS)}")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"steps = {steps!r}, expected an integer ≥ 1")
     except (KeyError, TypeError, ValueError, OSError, SafetensorError) as err:
         raise ModelLoadError(f"{path}: not a complement weight set ({err.__class__.__name__}: "
                              f"{str(err).splitlines()[0][:120]})") from None
     een_path = Path(een) if een else folder / manifest.get("een", "een.safetensors")
     een_net = load_een(een_path, device) if (een or een_path.is_file()) else None
     models = ComplementModels(manifest.get("name", folder.name), unet.to(device), specs, prompt.to(device),
-                              scheduler, een_net, manifest.get("training", {}), context)
+                              scheduler, een_net, manifest.get("training", {}), context, steps)
     _check(models, str(folder))
     return models
 

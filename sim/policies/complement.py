@@ -20,12 +20,11 @@ class Complement:
     Parameters
     ----------
     method : str
-        A name in :data:`sim.complement.COMPLEMENT_METHODS`: ``interp`` (the default:
-        harmonic interpolation), ``learned`` (EEN edges + ControlNet latent inpainting with the
-        shipped ``tiny`` weights; without them the run stops with one line, it never falls
-        back), ``learned-denoise``, ``learned-noedge``, ``pixel-telea``, ``pixel-diffusion``,
-        or the plain fills ``zero``, ``mean``. The default stays ``interp`` until the shipped
-        learned weights beat it (docs/complement.md has the measured comparison).
+        A name in :data:`sim.complement.COMPLEMENT_METHODS`: ``learned`` (the default: EEN
+        edges + latent diffusion inpainting with the shipped ``tiny`` weights; without them
+        the run stops with one line, it never falls back), ``learned-denoise``,
+        ``learned-noedge``, ``pixel-telea``, ``pixel-diffusion``, or the plain fills ``zero``,
+        ``mean``, ``interp`` (harmonic interpolation, no model).
     method_options : dict
         Keyword options of :func:`sim.complement.make_method` for ``method`` (``weights``,
         ``steps``, …; docs/complement.md); checked here, applied when the runner builds the
@@ -33,7 +32,7 @@ class Complement:
     """
 
     kind: ClassVar[str] = "complement"
-    method: str = "interp"
+    method: str = "learned"
     method_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
