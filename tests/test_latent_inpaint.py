@@ -123,6 +123,26 @@ def test_controls_carry_edges_latent_and_mask(random_tiny_codec, tiny_models):
     assert noedge.image[0, 0].eq(0).all() and torch.equal(noedge.image[:, 1:], inpaint.image[:, 1:])
 
 
+def test_no_edge_ablation_zeroes_a_sole_edge_controlnet_and_drops_a_companion(random_tiny_codec, tiny_models):
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        edge_net = tiny_controlnet(tiny_models.unet, ("edges",))
+        inpaint_net = tiny_controlnet(tiny_models.unet, ("inpaint",))
+    base = (tiny_models.unet,)
+    rest = (tiny_models.prompt_embeds, tiny_models.scheduler_config, tiny_models.een)
+    sole = LearnedComplement(random_tiny_codec, ComplementModels("e", *base, [ControlSpec(edge_net, ("edges",))], *rest))
+    pair = LearnedComplement(random_tiny_codec, ComplementModels(
+        "p", *base, [ControlSpec(inpaint_net, ("inpaint",)), ControlSpec(edge_net, ("edges",))], *rest))
+    latent, missing = _case()
+    scaled, lost = torch.from_numpy(latent)[None], torch.from_numpy(missing)[None, None].float()
+    (only,) = sole._controls(scaled, lost, None, None, "inpaint")  # kept, on zero edges
+    assert only.net is edge_net and only.image.shape == (1, 1, 64, 64) and only.image.eq(0).all()
+    image = torch.zeros(1, 3, 64, 64)
+    (kept,) = pair._controls(scaled, lost, None, image, "inpaint")  # the canny-like net is left out
+    assert kept.net is inpaint_net
+    assert sole._controls(scaled, lost, None, None, "denoise") == []  # no edges: no edge-only denoising
+
+
 def test_masked_image_control(random_tiny_codec, tiny_models):
     """A ControlNet on [edges, inpaint] (as SD's inpaint ControlNet) gets the decoded holed image."""
     with torch.random.fork_rng():

@@ -152,9 +152,14 @@ class LearnedComplement:
         b, size = scaled.shape[0], (scaled.shape[-2] * stride, scaled.shape[-1] * stride)
         if stage == "denoise":  # the denoising stage conditions on edges only: every cell counts as lost
             lost = torch.ones_like(lost)
+        # without edges (the no-edge ablation) an edge-only ControlNet is left out when another
+        # ControlNet remains (sd15's canny net); a set's only ControlNet runs on zero edges, the
+        # condition its training's edge dropout taught it (tiny)
+        drop_edge_only = any(not spec.edges_only for spec in self.models.controlnets)
         out = []
         for spec in self.models.controlnets:
-            if (edges is None and spec.edges_only) or (stage == "denoise" and (edges is None or not spec.uses_edges)):
+            if (edges is None and spec.edges_only and drop_edge_only) or (
+                    stage == "denoise" and (edges is None or not spec.uses_edges)):
                 continue
             parts = []
             for kind in spec.inputs:
