@@ -24,17 +24,18 @@ import torch
 def _models(args):
     from sim.complement.een import EdgeEstimationNetwork
     from sim.complement.models import SD15_SCHEDULER, ComplementModels, ControlSpec, load_complement_models
-    from sim.complement.models import tiny_controlnet, tiny_unet
+    from sim.complement.models import inpainting_unet, tiny_controlnet, tiny_unet
 
     if not args.random:
         return load_complement_models(args.weights)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng():  # the shipped layout: inpainting UNet + edge ControlNet
         torch.manual_seed(0)
-        unet = tiny_unet().eval()
-        controlnet = tiny_controlnet(unet).eval()
+        unet = inpainting_unet(tiny_unet()).eval()
+        controlnet = tiny_controlnet(unet, ("edges",)).eval()
         een = EdgeEstimationNetwork().eval()
-    return ComplementModels("random-tiny", unet, [ControlSpec(controlnet, ("edges", "latent"))],
-                            torch.zeros(1, 1, unet.config.cross_attention_dim), dict(SD15_SCHEDULER), een)
+    return ComplementModels("random-tiny", unet, [ControlSpec(controlnet, ("edges",))],
+                            torch.zeros(1, 1, unet.config.cross_attention_dim), dict(SD15_SCHEDULER), een,
+                            context="interp", steps=2)
 
 
 def _codec(args):

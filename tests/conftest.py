@@ -125,7 +125,9 @@ def random_tiny_codec():
 
 @pytest.fixture(scope="session")
 def tiny_complement_dir(tmp_path_factory):
-    """A seeded random ``tiny`` complement weight set (the shipped architecture) saved as a folder.
+    """A seeded random ``tiny`` complement weight set saved as a folder (the shipped sizes, with a
+    plain UNet and an [edges, latent] ControlNet; the inpainting-UNet layout the shipped set uses
+    is built and tested in tests/test_latent_inpaint.py).
 
     UNet + one [edges, latent] ControlNet with woken zero convolutions, a random null
     embedding, and a small random EEN (width 8, ×8).
