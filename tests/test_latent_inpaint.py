@@ -485,6 +485,12 @@ def test_stage2_with_an_inpainting_unet_resumes_and_runs(tmp_path, random_tiny_c
                                **{**kw, "unet_lr2": 0.0, "inpaint_unet": False})
     with pytest.raises(ConfigError, match="context = 'zeros'"):
         train_latent_diffusion(images, tmp_path / "x", controlnet_steps=1, **{**kw, "context": "zeros"})
+    # a trained inpainting set is itself a base (the shipped tiny set is one): not widened twice
+    again = load_weight_set(train_latent_diffusion(images, tmp_path / "again", controlnet_steps=1,
+                                                   **{**kw, "base": out}))
+    assert again.unet.config.in_channels == 9
+    with pytest.raises(ConfigError, match="trained with context 'interp'"):
+        train_latent_diffusion(images, tmp_path / "x", controlnet_steps=1, **{**kw, "base": out, "context": "masked"})
     # the method hands the harmonic fill to an "interp" set, the masked latent to a "masked" one
     masked = LearnedComplement(random_tiny_codec, ComplementModels(**{**vars(models), "context": "masked"}), steps=2)
     assert not np.array_equal(masked(latent, missing, np.random.default_rng(0)), res)

@@ -179,7 +179,10 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
         if base_type != prediction_type and not unet_lr2 > 0:
             raise ConfigError(f"base {base} predicts {base_type}, prediction_type = {prediction_type!r}: "
                               f"a frozen UNet cannot change what it predicts; set unet_lr2 > 0")
-        unet.load_state_dict(start_set.unet.state_dict())
+        if takes_mask(start_set.unet) and start_set.context != context:
+            raise ConfigError(f"base {base} is an inpainting UNet trained with context {start_set.context!r}, "
+                              f"context = {context!r}; pass the base's")
+        unet = start_set.unet.train()  # the base's own architecture (plain, or already an inpainting UNet)
         null.data.copy_(start_set.prompt_embeds)
     controlnet = None
     opt = torch.optim.AdamW([*unet.parameters(), null], lr=lr, weight_decay=1e-4)
@@ -189,7 +192,7 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
 
     def start_stage2():
         nonlocal unet, controlnet, opt, bases
-        if inpaint_unet:
+        if inpaint_unet and not takes_mask(unet):
             unet = inpainting_unet(unet)
         unet.requires_grad_(unet_lr2 > 0)
         null.requires_grad_(unet_lr2 > 0)
