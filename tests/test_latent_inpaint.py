@@ -4,6 +4,8 @@ errors, pixel baselines, the registry factory and the diffusion training recipe.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -130,7 +132,8 @@ def test_no_edge_ablation_zeroes_a_sole_edge_controlnet_and_drops_a_companion(ra
         inpaint_net = tiny_controlnet(tiny_models.unet, ("inpaint",))
     base = (tiny_models.unet,)
     rest = (tiny_models.prompt_embeds, tiny_models.scheduler_config, tiny_models.een)
-    sole = LearnedComplement(random_tiny_codec, ComplementModels("e", *base, [ControlSpec(edge_net, ("edges",))], *rest))
+    sole = LearnedComplement(random_tiny_codec,
+                             ComplementModels("e", *base, [ControlSpec(edge_net, ("edges",))], *rest))
     pair = LearnedComplement(random_tiny_codec, ComplementModels(
         "p", *base, [ControlSpec(inpaint_net, ("inpaint",)), ControlSpec(edge_net, ("edges",))], *rest))
     latent, missing = _case()
@@ -492,7 +495,7 @@ def test_stage2_with_an_inpainting_unet_resumes_and_runs(tmp_path, random_tiny_c
     with pytest.raises(ConfigError, match="trained with context 'interp'"):
         train_latent_diffusion(images, tmp_path / "x", controlnet_steps=1, **{**kw, "base": out, "context": "masked"})
     # the method hands the harmonic fill to an "interp" set, the masked latent to a "masked" one
-    masked = LearnedComplement(random_tiny_codec, ComplementModels(**{**vars(models), "context": "masked"}), steps=2)
+    masked = LearnedComplement(random_tiny_codec, dataclasses.replace(models, context="masked"), steps=2)
     assert not np.array_equal(masked(latent, missing, np.random.default_rng(0)), res)
     manifest = out / "complement.json"
     assert models.steps == 8 and LearnedComplement(random_tiny_codec, models).steps == 8  # the manifest's default

@@ -62,7 +62,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bits", type=int, default=6, help="uniform quantizer bits per latent value (default 6)")
     p.add_argument("--weights", default="tiny", help="complement weight set: tiny | sd15 | a folder (default tiny)")
     p.add_argument("--een", default=None, help="EEN weights file (default: the weight set's)")
-    p.add_argument("--steps", type=int, default=None, help="DDIM steps of the learned methods (default: the weight set's, 2 for tiny)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="DDIM steps of the learned methods (default: the weight set's, 2 for tiny)")
     p.add_argument("--device", default="cpu", help="torch device of the complement models (default cpu)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1; 0 keeps torch's default)")

@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="diffusion stage 2: widen the UNet to an inpainting UNet ([latents, mask, masked latent]) "
                         "and fine-tune it at --unet-lr2")
     p.add_argument("--context", choices=["masked", "interp"], default="masked",
-                   help="diffusion, with --inpaint-unet: the UNet's context channels: the masked latent (SD-inpainting) "
-                        "or the holes filled by harmonic interpolation (default masked)")
+                   help="diffusion, with --inpaint-unet: the UNet's context channels: the masked latent "
+                        "(SD-inpainting) or the holes filled by harmonic interpolation (default masked)")
     p.add_argument("--prediction", choices=["epsilon", "v_prediction"], default="epsilon",
                    help="diffusion: what the UNet predicts (default epsilon, SD 1.5's; v_prediction as SD 2)")
     p.add_argument("--controls", default="edges,latent",
@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--known-weight", type=float, default=0.1,
                    help="diffusion stage 2: loss weight of received cells, lost cells weigh 1 (default 0.1)")
     p.add_argument("--x0-weight-cap", type=float, default=10.0,
-                   help="diffusion stage 2: cap of the per-timestep weight (1−ᾱ)/ᾱ on the ε error (default 10; 1 = plain ε)")
+                   help="diffusion stage 2: cap of the per-timestep weight (1−ᾱ)/ᾱ on the ε error "
+                        "(default 10; 1 = plain ε)")
     p.add_argument("--batch", type=int, default=None, help="patches per step (codec 16, een/diffusion 8)")
     p.add_argument("--crop", type=int, default=128, help="patch side in pixels (default 128)")
     p.add_argument("--codec", default="tiny",

@@ -214,13 +214,12 @@ class LearnedComplement:
         scaled = z * sf
         # 2. inpainting: known cells blended, lost cells generated
         if missing.any():
-            start = context = None
+            filled = None
             if self.strength < 1 or self.models.context == "interp":
                 filled = torch.from_numpy(harmonic_fill(out, missing))[None].to(device) * sf
-                start = filled if self.strength < 1 else None
-                context = filled if self.models.context == "interp" else None
-            scaled = denoise_latents(self.models.unet, self.models.scheduler_config,
-                                     scaled if start is None else start,
+            start = filled if self.strength < 1 else scaled
+            context = filled if self.models.context == "interp" else None
+            scaled = denoise_latents(self.models.unet, self.models.scheduler_config, start,
                                      controls=self._controls(scaled, lost, edges, image, "inpaint"), keep=1 - lost,
                                      steps=self.steps, strength=self.strength, context=context, **common)
         # 3. Canny-based denoising step over the whole latent

@@ -42,9 +42,10 @@ from sim.complement.een import EdgeEstimationNetwork, load_een
 from sim.errors import ConfigError, ModelLoadError
 
 __all__ = [
-    "CONTEXTS", "CONTROL_INPUTS", "SD15_SCHEDULER", "SHIPPED_TINY", "SD15_DEFAULTS", "SD15_KEYS", "ControlSpec", "ComplementModels",
-    "tiny_unet", "tiny_controlnet", "inpainting_unet", "save_weight_set", "load_weight_set", "load_sd15", "load_complement_models",
-    "empty_prompt_embedding", "save_prompt_embeds", "latent_control", "control_channels",
+    "CONTEXTS", "CONTROL_INPUTS", "SD15_SCHEDULER", "SHIPPED_TINY", "SD15_DEFAULTS", "SD15_KEYS", "ControlSpec",
+    "ComplementModels", "tiny_unet", "tiny_controlnet", "inpainting_unet", "save_weight_set", "load_weight_set",
+    "load_sd15", "load_complement_models", "empty_prompt_embedding", "save_prompt_embeds", "latent_control",
+    "control_channels",
 ]
 
 log = logging.getLogger(__name__)

@@ -99,7 +99,9 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
                            batch: int = 8, crop: int = 128, lr: float = 3e-4, controlnet_lr: float = 5e-4,
                            unet_lr2: float = 0.0, controls: tuple[str, ...] = DEFAULT_CONTROLS,
                            base: str | Path | None = None, een: str | Path | None = None,
-                           inpaint_unet: bool = False, context: str = "masked", prediction_type: str = "epsilon", known_weight: float = 0.1, x0_weight_cap: float = 10.0, canny_sigma: float = 2.0, edge_dropout: float = 0.15,
+                           inpaint_unet: bool = False, context: str = "masked", prediction_type: str = "epsilon",
+                           known_weight: float = 0.1, x0_weight_cap: float = 10.0, canny_sigma: float = 2.0,
+                           edge_dropout: float = 0.15,
                            image_dropout: float = 0.1, max_loss: float = 0.4, seed: int = 0,
                            save_every: int = 250) -> Path:
     """Train (or resume) the tiny UNet, then its ControlNet; returns the weight-set folder ``out``.
@@ -138,8 +140,8 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
     known_weight : float
         Stage-2 loss weight of received cells (lost cells weigh 1).
     x0_weight_cap : float
-        With ε-prediction, stage 2 weighs each sample's ε error by clamp((1 − ᾱ_t)/ᾱ_t, 1, cap) — the x0 error's
-        weight, capped — so the noisy timesteps where a hole's content is decided count (plain
+        With ε-prediction, stage 2 weighs each sample's ε error by clamp((1 − ᾱ_t)/ᾱ_t, 1, cap) —
+        the x0 error's weight, capped — so the noisy timesteps where a hole's content is decided count (plain
         ε-MSE puts ~10× more weight on low-noise steps, where context barely matters). 1 = plain ε.
     """
     from sim.codec import load_model
@@ -290,7 +292,8 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
             "controlnet_lr": controlnet_lr, "unet_lr2": unet_lr2, "inpaint_unet": inpaint_unet, "context": context,
             "prediction_type": prediction_type, "controls": list(controls),
             "edges": "een" if edge_net is not None else {"library": "skimage", "canny_sigma": canny_sigma},
-            "known_weight": known_weight, "x0_weight_cap": x0_weight_cap, "edge_dropout": edge_dropout, "image_dropout": image_dropout,
+            "known_weight": known_weight, "x0_weight_cap": x0_weight_cap, "edge_dropout": edge_dropout,
+            "image_dropout": image_dropout,
             "max_loss": max_loss, "seed": seed, "device": device, "wall_s": round(time.perf_counter() - t0, 1),
             "train_images": [p.name for p in sampler.files], "train_loss_ema": {k: round(v, 4) for k, v in ema.items()},
             "loss_first_last_20": {k: [round(sum(v[:20]) / len(v[:20]), 4), round(sum(v[-20:]) / len(v[-20:]), 4)]
