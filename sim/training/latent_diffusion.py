@@ -52,7 +52,7 @@ from sim.training.loop import lr_at
 from sim.training.masks import loss_masks
 from sim.training.patches import PatchSampler
 
-__all__ = ["train_latent_diffusion", "control_batch", "DEFAULT_CONTROLS"]
+__all__ = ["train_latent_diffusion", "control_batch", "unet_context", "DEFAULT_CONTROLS"]
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def control_batch(inputs, x: torch.Tensor, scaled: torch.Tensor, lost: torch.Ten
     return torch.cat(parts, 1), lost
 
 
-def _context(kind: str, z: torch.Tensor, lost: torch.Tensor) -> torch.Tensor:
+def unet_context(kind: str, z: torch.Tensor, lost: torch.Tensor) -> torch.Tensor:
     """An inpainting UNet's context for latents z (B, C, h, w) with cells ``lost`` (B, 1, h, w)."""
     if kind == "masked":
         return z * (1 - lost)
@@ -255,7 +255,7 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
                              else canny_edges(x.cpu(), canny_sigma).to(device))
             cond, lost = control_batch(controls, x, z0, lost, edges, gen, edge_dropout, image_dropout)
             if takes_mask(unet):
-                zt = inpaint_input(zt, lost, _context(context, z, lost) * sf)
+                zt = inpaint_input(zt, lost, unet_context(context, z, lost) * sf)
             down, mid = controlnet(zt, t, encoder_hidden_states=states, controlnet_cond=cond, return_dict=False)
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
             weight = lost + known_weight * (1 - lost)

@@ -1,0 +1,138 @@
+"""Stage 3 of the complement recipe (sim.training.finetune) with tiny seeded random models: the
+training chain is the receiver's chain, the run trains what it says, resumes, is seeded, and
+refuses bad settings before any work."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from sim.complement.learned import LearnedComplement
+from sim.complement.models import inpainting_unet, load_weight_set
+from sim.errors import ConfigError
+from sim.training.finetune import complement_batch, finetune_complement
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def setup(tmp_path, random_tiny_codec):
+    """(images folder, keyword arguments for finetune_complement with the random tiny codec)."""
+    from PIL import Image
+
+    from sim.codec.tiny import save_tiny
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (72, 72, 3), dtype=np.uint8)).save(images / "a.png")
+    save_tiny(random_tiny_codec.model.net, tmp_path / "codec.safetensors", {"scaling_factor": 0.5})
+    return images, dict(codec="tiny", codec_weights=str(tmp_path / "codec.safetensors"), batch=2, crop=64,
+                        save_every=1, loop_steps=2)
+
+
+def _l2_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A cheap stand-in for VGG-LPIPS: per-sample mean squared error."""
+    return (a - b).pow(2).mean(dim=(1, 2, 3))
+
+
+@pytest.mark.parametrize("inpainting", [False, True])
+def test_training_chain_is_the_methods_chain(random_tiny_codec, tiny_complement_dir, inpainting):
+    """complement_batch (what stage 3 back-propagates through) gives the ``learned`` method's lost
+    cells for the same generator seed: plain UNet + masked context, and inpainting UNet + interp."""
+    models = load_weight_set(tiny_complement_dir)
+    if inpainting:
+        with torch.random.fork_rng():
+            torch.manual_seed(3)
+            unet = inpainting_unet(models.unet)
+            torch.nn.init.normal_(unet.conv_in.weight, std=0.05)  # the new inputs matter
+        models = dataclasses.replace(models, unet=unet.eval(), context="interp")
+    latent = np.random.default_rng(0).standard_normal((4, 8, 8)).astype(np.float32)
+    missing = np.zeros((8, 8), dtype=bool)
+    missing[2:5, 1:6] = True
+    method = LearnedComplement(random_tiny_codec, models, steps=2)
+    expected = method.run(latent, missing, torch.Generator().manual_seed(7))["latent"]
+    z = torch.from_numpy(latent)[None]
+    lost = torch.from_numpy(missing)[None, None].float()
+    with torch.no_grad():
+        got = complement_batch(models, random_tiny_codec.model, z, lost, models.prompt_embeds,
+                               torch.Generator().manual_seed(7), 2)[0] / random_tiny_codec.model.scaling_factor
+    assert np.allclose(got.numpy()[:, missing], expected[:, missing], atol=1e-5)
+    assert np.allclose(got.numpy()[:, ~missing], latent[:, ~missing], atol=1e-6)  # known cells blended back
+    assert not np.allclose(expected[:, missing], 0)
+
+
+def test_finetune_trains_resumes_and_loads(setup, random_tiny_codec, tiny_complement_dir, tmp_path):
+    images, kw = setup
+    base = load_weight_set(tiny_complement_dir)
+    out = tmp_path / "run"
+    finetune_complement(images, out, weights=tiny_complement_dir, steps=1, perceptual=_l2_loss, **kw)
+    finetune_complement(images, out, weights=tiny_complement_dir, steps=2, perceptual=_l2_loss, **kw)  # resumes
+    assert torch.load(out / "checkpoint_finetune.pt", weights_only=True)["step"] == 2
+    tuned = load_weight_set(out)
+    # every trained part moved: the UNet, the ControlNet (through its zero convolutions) and the null embedding
+    for a, b in ((tuned.unet, base.unet), (tuned.controlnets[0].net, base.controlnets[0].net)):
+        changed = [k for k, v in a.state_dict().items() if not torch.equal(v, b.state_dict()[k])]
+        assert changed
+    assert not torch.equal(tuned.prompt_embeds, base.prompt_embeds)
+    assert tuned.steps == 2 and tuned.context == base.context and tuned.een is not None
+    assert tuned.controlnets[0].inputs == base.controlnets[0].inputs
+    assert tuned.card["stage"] == "finetune" and tuned.card["base_training"] == base.card
+    assert tuned.card["lpips_net"] == "vgg" and set(tuned.card["loss_first_last_20"]) == {"loss", "l1", "lpips"}
+    latent = np.random.default_rng(1).standard_normal((4, 8, 8)).astype(np.float32)
+    missing = np.zeros((8, 8), dtype=bool)
+    missing[3:6, 2:7] = True
+    res = LearnedComplement(random_tiny_codec, tuned)(latent, missing, np.random.default_rng(0))
+    assert np.array_equal(res[:, ~missing], latent[:, ~missing]) and np.isfinite(res).all()
+
+
+def test_finetune_is_seeded(setup, tiny_complement_dir, tmp_path):
+    images, kw = setup
+    a = load_weight_set(finetune_complement(images, tmp_path / "a", weights=tiny_complement_dir, steps=1,
+                                            lpips_weight=0.0, **kw))
+    b = load_weight_set(finetune_complement(images, tmp_path / "b", weights=tiny_complement_dir, steps=1,
+                                            lpips_weight=0.0, **kw))
+    c = load_weight_set(finetune_complement(images, tmp_path / "c", weights=tiny_complement_dir, steps=1,
+                                            lpips_weight=0.0, seed=1, **kw))
+    sa, sb, sc = (m.unet.state_dict() for m in (a, b, c))
+    assert all(torch.equal(v, sb[k]) for k, v in sa.items())
+    assert not all(torch.equal(v, sc[k]) for k, v in sa.items())
+    assert a.card["lpips_net"] is None
+
+
+def test_finetune_refuses_bad_settings(setup, tiny_complement_dir, tmp_path, monkeypatch):
+    images, kw = setup
+    with pytest.raises(ConfigError, match="not both 0"):
+        finetune_complement(images, tmp_path / "x", weights=tiny_complement_dir, l1_weight=0, lpips_weight=0, **kw)
+    with pytest.raises(ConfigError, match="steps = 0"):
+        finetune_complement(images, tmp_path / "x", weights=tiny_complement_dir, steps=0, **kw)
+    with pytest.raises(ConfigError, match="edge_dropout"):
+        finetune_complement(images, tmp_path / "x", weights=tiny_complement_dir, edge_dropout=2.0, **kw)
+    with pytest.raises(ConfigError, match="crop = 40"):
+        finetune_complement(images, tmp_path / "x", weights=tiny_complement_dir, perceptual=_l2_loss,
+                            **{**kw, "crop": 40})
+    monkeypatch.setattr("sim.lpips.load_lpips", lambda **_: None)  # as on a machine without the VGG weights
+    with pytest.raises(ConfigError, match="--build --net vgg"):
+        finetune_complement(images, tmp_path / "x", weights=tiny_complement_dir, **kw)
+    no_een = tmp_path / "no_een"
+    no_een.mkdir()
+    for f in tiny_complement_dir.iterdir():
+        if f.name != "een.safetensors":
+            (no_een / f.name).symlink_to(f)
+    with pytest.raises(ConfigError, match="no een.safetensors"):
+        finetune_complement(images, tmp_path / "x", weights=no_een, lpips_weight=0.0, **kw)
+    assert not (tmp_path / "x").exists()  # nothing written before the settings are checked
+
+
+def test_train_finetune_command(setup, tiny_complement_dir, tmp_path):
+    from sim.cli import main
+
+    images, kw = setup
+    common = ["--images", str(images), "--codec-weights", kw["codec_weights"], "--crop", "64", "--batch", "1",
+              "--weights", str(tiny_complement_dir)]
+    assert main(["train", "finetune", *common, "--out", str(tmp_path / "run"), "--steps", "1",
+                 "--lpips-weight", "0", "--loop-steps", "1"]) == 0
+    models = load_weight_set(tmp_path / "run")
+    assert models.steps == 1 and models.card["steps"] == 1 and models.card["lr"] == 5e-5
