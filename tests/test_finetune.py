@@ -70,7 +70,8 @@ def test_finetune_trains_resumes_and_loads(setup, random_tiny_codec, tiny_comple
     out = tmp_path / "run"
     finetune_complement(images, out, weights=tiny_complement_dir, steps=1, perceptual=_l2_loss, **kw)
     finetune_complement(images, out, weights=tiny_complement_dir, steps=2, perceptual=_l2_loss, **kw)  # resumes
-    assert torch.load(out / "checkpoint_finetune.pt", weights_only=True)["step"] == 2
+    ckpt = torch.load(out / "checkpoint_finetune.pt", weights_only=True)
+    assert ckpt["step"] == 2 and len(ckpt["history_loss"]) == 2  # the first run's losses survive the resume
     tuned = load_weight_set(out)
     # every trained part moved: the UNet, the ControlNet (through its zero convolutions) and the null embedding
     for a, b in ((tuned.unet, base.unet), (tuned.controlnets[0].net, base.controlnets[0].net)):

@@ -142,6 +142,7 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
     opt = torch.optim.AdamW([*(p for n in nets for p in n.parameters()), null], lr=lr, weight_decay=1e-4)
     ckpt_path = out / "checkpoint_finetune.pt"
     start, elapsed = 0, 0.0
+    history: dict[str, list[float]] = {"loss": [], "l1": [], "lpips": []}  # every step's losses, for the card
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
         for i, net in enumerate(nets):
@@ -149,11 +150,11 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
         null.data.copy_(ckpt["null"])
         opt.load_state_dict(ckpt["opt"])
         start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+        history = {k: ckpt[f"history_{k}"].tolist() for k in history}
         log.info("resuming fine-tuning from step %d", start)
     sampler = PatchSampler(images, crop, seed)
     gen = torch.Generator()
     t0 = time.perf_counter() - elapsed
-    history: dict[str, list[float]] = {"loss": [], "l1": [], "lpips": []}
     ema: dict[str, float] = {}
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="train finetune", unit="step")
     for step in bar:
@@ -183,7 +184,9 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
         if (step + 1) % save_every == 0 or step + 1 == steps:
             state = {f"net{i}": net.state_dict() for i, net in enumerate(nets)}
             torch.save({**state, "null": null.detach(), "opt": opt.state_dict(), "step": step + 1,
-                        "elapsed": time.perf_counter() - t0}, ckpt_path)
+                        "elapsed": time.perf_counter() - t0,
+                        **{f"history_{k}": torch.tensor(v, dtype=torch.float64) for k, v in history.items()}},
+                       ckpt_path)
     for net in nets:
         net.eval().requires_grad_(False)
     base_manifest = json.loads((source / MANIFEST).read_text())
