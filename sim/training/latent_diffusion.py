@@ -171,11 +171,12 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
     sf = float(model.scaling_factor)
     edge_net = load_een(een, device).eval().requires_grad_(False) if een else None
     total = unet_steps + controlnet_steps
-    with torch.random.fork_rng():  # initial weights only
-        torch.manual_seed(seed)
-        unet = tiny_unet().to(device)
-        null = torch.nn.Parameter(torch.randn(1, 1, unet.config.cross_attention_dim, device=device) * 0.02)
-    if base is not None:
+    if base is None:
+        with torch.random.fork_rng():  # initial weights only
+            torch.manual_seed(seed)
+            unet = tiny_unet().to(device)
+            null = torch.nn.Parameter(torch.randn(1, 1, unet.config.cross_attention_dim, device=device) * 0.02)
+    else:
         start_set = load_weight_set(base, device=device)
         base_type = start_set.scheduler_config.get("prediction_type", "epsilon")
         if base_type != prediction_type and not unet_lr2 > 0:
@@ -185,7 +186,7 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
             raise ConfigError(f"base {base} is an inpainting UNet trained with context {start_set.context!r}, "
                               f"context = {context!r}; pass the base's")
         unet = start_set.unet.train()  # the base's own architecture (plain, or already an inpainting UNet)
-        null.data.copy_(start_set.prompt_embeds)
+        null = torch.nn.Parameter(start_set.prompt_embeds.detach().clone().to(device))
     controlnet = None
     opt = torch.optim.AdamW([*unet.parameters(), null], lr=lr, weight_decay=1e-4)
     bases = [lr]
