@@ -230,6 +230,19 @@ def test_validate_prints_resolved_yaml(tmp_path, capsys):
     assert parse_scenario(d, "x") == load_scenario(path, overrides=["channel.loss=0.2"], seed=5)
 
 
+@pytest.mark.parametrize("module", ["sim", "sim.cli"])
+def test_module_entry_points_run_the_cli(tmp_path, module):
+    """``python -m sim`` and ``python -m sim.cli`` are the ``latentcast`` command."""
+    import subprocess
+    import sys
+
+    path = write(tmp_path, BASE)
+    proc = subprocess.run([sys.executable, "-m", module, "validate", str(path), "--no-images"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(proc.stdout)["channel"]["kind"] == "bernoulli"
+
+
 def test_read_yaml_and_apply_overrides_do_not_mutate(tmp_path):
     raw = read_yaml(write(tmp_path, BASE))
     before = yaml.safe_dump(raw)
