@@ -80,9 +80,9 @@ def complement_batch(models, codec_model, z: torch.Tensor, lost: torch.Tensor, p
                            controls=controls, keep=1 - lost, steps=steps, context=context)
 
 
-def finetune_complement(images: str | Path, out: str | Path, weights: str | Path | None = None, steps: int = 1000,
+def finetune_complement(images: str | Path, out: str | Path, weights: str | Path | None = None, steps: int = 600,
                         codec: str = "tiny", codec_weights: str | None = None, device: str = "cpu", batch: int = 8,
-                        crop: int = 128, lr: float = 2e-5, l1_weight: float = 1.0, lpips_weight: float = 1.0,
+                        crop: int = 128, lr: float = 5e-5, l1_weight: float = 1.0, lpips_weight: float = 1.0,
                         loop_steps: int | None = None, edge_dropout: float = 0.15, max_loss: float = 0.4,
                         seed: int = 0, save_every: int = 50, perceptual: torch.nn.Module | None = None) -> Path:
     """Fine-tune a complement weight set through its own inpainting loop; returns the new set ``out``.
