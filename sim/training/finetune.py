@@ -189,7 +189,6 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
                        ckpt_path)
     for net in nets:
         net.eval().requires_grad_(False)
-    base_manifest = json.loads((source / MANIFEST).read_text())
     card = {"stage": "finetune", "base": str(source), "codec": model.name, "codec_weights": codec_weights,
             "steps": steps, "loop_steps": loop_steps, "batch": batch, "crop": crop, "lr": lr,
             "l1_weight": l1_weight, "lpips_weight": lpips_weight, "lpips_net": "vgg" if lpips_weight > 0 else None,
@@ -198,11 +197,11 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
             "loss_ema": {k: round(v, 4) for k, v in ema.items()},
             "loss_first_last_20": {k: [round(sum(v[:20]) / len(v[:20]), 4), round(sum(v[-20:]) / len(v[-20:]), 4)]
                                    for k, v in history.items() if v},
-            "base_training": base_manifest.get("training", {})}
-    een_file = source / base_manifest.get("een", "een.safetensors")
+            "base_training": models.card}
+    een_file = source / json.loads((source / MANIFEST).read_text()).get("een", "een.safetensors")
     if een_file.is_file() and een_file.resolve() != (out / "een.safetensors").resolve():
         shutil.copy(een_file, out / "een.safetensors")
     save_weight_set(out, models.unet, models.controlnets, null.detach(), models.scheduler_config, card,
-                    name=base_manifest.get("name", "tiny"), context=models.context, steps=loop_steps)
+                    name=models.name, context=models.context, steps=loop_steps)
     (out / "finetune_training.json").write_text(json.dumps(card, indent=2))
     return out
