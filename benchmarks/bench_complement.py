@@ -70,6 +70,7 @@ def _median_s(fn, repeat: int) -> str:
 
 
 def main() -> None:
+    from sim.complement.chain import edge_map, holed_image
     from sim.complement.learned import LearnedComplement
     from sim.images import load_sample, resize_center_crop
     from sim.training.masks import random_loss_mask
@@ -97,8 +98,8 @@ def main() -> None:
     z = torch.from_numpy(latent)[None]
     lost = torch.from_numpy(missing)[None, None].float()
     with torch.no_grad():
-        t_image = _median_s(lambda: method.masked_image(z, lost), args.repeat)
-        t_een = _median_s(lambda: method.edge_map(z, lost), args.repeat)
+        t_image = _median_s(lambda: holed_image(codec.model, z, lost), args.repeat)
+        t_een = _median_s(lambda: edge_map(models.een, z, lost, codec.model.scaling_factor), args.repeat)
     print(f"  conditioning: masked-image decode {t_image}  EEN {t_een}")
     for steps in args.steps:
         for denoise in (False, True):

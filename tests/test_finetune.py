@@ -13,7 +13,8 @@ import torch
 from sim.complement.learned import LearnedComplement
 from sim.complement.models import inpainting_unet, load_weight_set
 from sim.errors import ConfigError
-from sim.training.finetune import complement_batch, finetune_complement
+from sim.complement.chain import conditioning, inpaint
+from sim.training.finetune import finetune_complement
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,10 +39,8 @@ def _l2_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).mean(dim=(1, 2, 3))
 
 
-@pytest.mark.parametrize("inpainting", [False, True])
-def test_training_chain_is_the_methods_chain(random_tiny_codec, tiny_complement_dir, inpainting):
-    """complement_batch (what stage 3 back-propagates through) gives the ``learned`` method's lost
-    cells for the same generator seed: plain UNet + masked context, and inpainting UNet + interp."""
+def _models(tiny_complement_dir, inpainting):
+    """The test weight set; with ``inpainting`` its UNet widened to an inpainting UNet on interp context."""
     models = load_weight_set(tiny_complement_dir)
     if inpainting:
         with torch.random.fork_rng():
@@ -49,19 +48,67 @@ def test_training_chain_is_the_methods_chain(random_tiny_codec, tiny_complement_
             unet = inpainting_unet(models.unet)
             torch.nn.init.normal_(unet.conv_in.weight, std=0.05)  # the new inputs matter
         models = dataclasses.replace(models, unet=unet.eval(), context="interp")
+    return models
+
+
+def _case():
     latent = np.random.default_rng(0).standard_normal((4, 8, 8)).astype(np.float32)
     missing = np.zeros((8, 8), dtype=bool)
     missing[2:5, 1:6] = True
+    return latent, missing
+
+
+@pytest.mark.parametrize("inpainting", [False, True])
+def test_training_chain_is_the_methods_chain(random_tiny_codec, tiny_complement_dir, inpainting):
+    """The calls stage 3 makes (conditioning under no_grad, then inpaint with the trained null
+    embedding) give the ``learned`` method's lost cells for the same generator seed: plain UNet +
+    masked context, and inpainting UNet + interp context."""
+    models = _models(tiny_complement_dir, inpainting)
+    latent, missing = _case()
     method = LearnedComplement(random_tiny_codec, models, steps=2)
     expected = method.run(latent, missing, torch.Generator().manual_seed(7))["latent"]
+    codec = random_tiny_codec.model
     z = torch.from_numpy(latent)[None]
     lost = torch.from_numpy(missing)[None, None].float()
     with torch.no_grad():
-        got = complement_batch(models, random_tiny_codec.model, z, lost, models.prompt_embeds,
-                               torch.Generator().manual_seed(7), 2)[0] / random_tiny_codec.model.scaling_factor
+        edges, image = conditioning(models, codec, z, lost)
+        got = inpaint(models, z, lost, edges, image, torch.Generator().manual_seed(7), scaling_factor=codec.scaling_factor,
+                      stride=8, steps=2, prompt_embeds=models.prompt_embeds.clone())[0] / codec.scaling_factor
     assert np.allclose(got.numpy()[:, missing], expected[:, missing], atol=1e-5)
     assert np.allclose(got.numpy()[:, ~missing], latent[:, ~missing], atol=1e-6)  # known cells blended back
     assert not np.allclose(expected[:, missing], 0)
+
+
+@pytest.mark.parametrize("inpainting", [False, True])
+def test_training_chain_carries_gradients_to_what_stage3_trains(random_tiny_codec, tiny_complement_dir, inpainting):
+    """inpaint is differentiable in the UNet, the ControlNet and the null embedding through the
+    lost cells; the known cells are blended back exactly, so they carry no gradient."""
+    models = _models(tiny_complement_dir, inpainting)
+    latent, missing = _case()
+    codec = random_tiny_codec.model
+    z = torch.from_numpy(np.stack([latent, latent[:, ::-1].copy()]))
+    lost = torch.from_numpy(np.stack([missing, missing.T]))[:, None].float()
+    null = torch.nn.Parameter(models.prompt_embeds.detach().clone())
+    nets = (models.unet, models.controlnets[0].net)
+    for net in nets:
+        net.requires_grad_(True)
+    with torch.no_grad():
+        edges, image = conditioning(models, codec, z, lost)
+    out = inpaint(models, z, lost, edges, image, torch.Generator().manual_seed(1), scaling_factor=codec.scaling_factor,
+                  stride=8, steps=2, prompt_embeds=null)
+    (out * lost).square().sum().backward()
+    assert null.grad is not None and null.grad.abs().sum() > 0
+    for net in nets:
+        assert sum(p.grad.abs().sum() for p in net.parameters() if p.grad is not None) > 0
+    for net in nets:
+        net.zero_grad(set_to_none=True)
+    null.grad = None
+    out = inpaint(models, z, lost, edges, image, torch.Generator().manual_seed(1), scaling_factor=codec.scaling_factor,
+                  stride=8, steps=2, prompt_embeds=null)
+    (out * (1 - lost)).sum().backward()
+    assert null.grad.abs().sum() == 0
+    for net in nets:
+        assert all(p.grad is None or p.grad.abs().sum() == 0 for p in net.parameters())
 
 
 def test_finetune_trains_resumes_and_loads(setup, random_tiny_codec, tiny_complement_dir, tmp_path):

@@ -12,6 +12,7 @@ import torch
 from helpers import wake_controlnet
 
 from sim.complement.latent_inpaint import Control, _embedded_once, denoise_latents
+from sim.complement.chain import control_images
 from sim.complement.learned import CODEC_METHODS, LearnedComplement, PixelDiffusion, PixelTelea, make_method
 from sim.complement.models import (
     SD15_SCHEDULER, ComplementModels, ControlSpec, control_channels, inpainting_unet, latent_control,
@@ -110,18 +111,23 @@ def test_latent_control_is_the_received_latent_upsampled():
     assert torch.equal(got[0, 2], torch.kron(lost[0, 0], torch.ones(2, 2)))  # the mask channel
 
 
+def _controls(method, *args):
+    """The control images ``method``'s weight set gets (``control_images`` at the tiny codec's stride 8)."""
+    return control_images(method.models.controlnets, *args, 8)
+
+
 def test_controls_carry_edges_latent_and_mask(random_tiny_codec, tiny_models):
     method = LearnedComplement(random_tiny_codec, tiny_models, steps=1)
     latent, missing = _case()
     scaled = torch.from_numpy(latent)[None] * 0.5
     lost = torch.from_numpy(missing)[None, None].float()
     edges = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
-    (inpaint,) = method._controls(scaled, lost, edges, None, "inpaint")
+    (inpaint,) = _controls(method, scaled, lost, edges, None, "inpaint")
     assert torch.equal(inpaint.image, torch.cat([edges, latent_control(scaled, lost, 8)], 1))
     assert inpaint.image[0, 5, 16:40, 16:48].eq(1).all() and inpaint.image[0, 1:5, 16:40, 16:48].eq(0).all()
-    (denoise,) = method._controls(scaled, lost, edges, None, "denoise")  # edges only: every cell lost
+    (denoise,) = _controls(method, scaled, lost, edges, None, "denoise")  # edges only: every cell lost
     assert denoise.image[0, 1:5].eq(0).all() and denoise.image[0, 5].eq(1).all()
-    (noedge,) = method._controls(scaled, lost, None, None, "inpaint")  # the no-edge ablation: zero edges
+    (noedge,) = _controls(method, scaled, lost, None, None, "inpaint")  # the no-edge ablation: zero edges
     assert noedge.image[0, 0].eq(0).all() and torch.equal(noedge.image[:, 1:], inpaint.image[:, 1:])
 
 
@@ -138,12 +144,12 @@ def test_no_edge_ablation_zeroes_a_sole_edge_controlnet_and_drops_a_companion(ra
         "p", *base, [ControlSpec(inpaint_net, ("inpaint",)), ControlSpec(edge_net, ("edges",))], *rest))
     latent, missing = _case()
     scaled, lost = torch.from_numpy(latent)[None], torch.from_numpy(missing)[None, None].float()
-    (only,) = sole._controls(scaled, lost, None, None, "inpaint")  # kept, on zero edges
+    (only,) = _controls(sole, scaled, lost, None, None, "inpaint")  # kept, on zero edges
     assert only.net is edge_net and only.image.shape == (1, 1, 64, 64) and only.image.eq(0).all()
     image = torch.zeros(1, 3, 64, 64)
-    (kept,) = pair._controls(scaled, lost, None, image, "inpaint")  # the canny-like net is left out
+    (kept,) = _controls(pair, scaled, lost, None, image, "inpaint")  # the canny-like net is left out
     assert kept.net is inpaint_net
-    assert sole._controls(scaled, lost, None, None, "denoise") == []  # no edges: no edge-only denoising
+    assert _controls(sole, scaled, lost, None, None, "denoise") == []  # no edges: no edge-only denoising
 
 
 def test_masked_image_control(random_tiny_codec, tiny_models):

@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--l1-weight", type=float, default=1.0, help="finetune: weight of the pixel L1 term (default 1)")
     p.add_argument("--loop-steps", type=int, default=None,
                    help="finetune: DDIM steps of the unrolled loop (default: the weight set's steps)")
+    p.add_argument("--augment", action="store_true",
+                   help="finetune: also turn patches by random quarter turns and put their colour channels "
+                        "in a random order")
     p.add_argument("--unet-steps", type=int, default=3000, help="diffusion stage 1 steps (default 3000)")
     p.add_argument("--controlnet-steps", type=int, default=1500, help="diffusion stage 2 steps (default 1500)")
     p.add_argument("--controlnet-lr", type=float, default=5e-4, help="diffusion stage 2 peak lr (default 5e-4)")
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         path = finetune_complement(args.images, args.out, weights=args.weights, steps=args.steps or 600,
                                    codec=args.codec, codec_weights=args.codec_weights, device=args.device,
                                    batch=batch, crop=args.crop, lr=args.lr or 5e-5, l1_weight=args.l1_weight,
-                                   lpips_weight=args.lpips_weight, loop_steps=args.loop_steps, seed=args.seed)
+                                   lpips_weight=args.lpips_weight, loop_steps=args.loop_steps, augment=args.augment,
+                                   seed=args.seed)
     else:
         from sim.training.latent_diffusion import train_latent_diffusion
 

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.complement.fill import check_inputs, harmonic_fill
+from sim.complement.fill import check_inputs
 from sim.errors import ConfigError, InputError
 
-__all__ = ["CODEC_METHODS", "LearnedComplement", "control_images", "masked_image", "PixelTelea", "PixelDiffusion", "make_method", "check_options",
+__all__ = ["CODEC_METHODS", "LearnedComplement", "PixelTelea", "PixelDiffusion", "make_method", "check_options",
            "NeedsCodec"]
 
 log = logging.getLogger(__name__)
@@ -60,56 +60,6 @@ def _warmup_case(shape) -> tuple[np.ndarray, np.ndarray]:
     missing = np.zeros(tuple(shape)[1:], dtype=bool)
     missing[0, 0] = True
     return np.zeros(tuple(shape), dtype=np.float32), missing
-
-
-def masked_image(decoded, lost):
-    """The inpaint control: ``decoded`` (B, 3, H, W) in [-1, 1] → [0, 1], pixels of ``lost`` (B, 1, h, w) cells −1."""
-    import torch
-
-    x = decoded.clamp(-1, 1).add(1).div(2)
-    stride = x.shape[-1] // lost.shape[-1]
-    pixel_lost = torch.nn.functional.interpolate(lost, scale_factor=stride, mode="nearest") > 0.5
-    return x.masked_fill(pixel_lost.expand_as(x), -1.0)
-
-
-def control_images(controlnets, scaled, lost, edges, image, stage: str, stride: int) -> list:
-    """:class:`~sim.complement.latent_inpaint.Control` of every ControlNet that runs at ``stage``.
-
-    controlnets : the weight set's ``ControlSpec`` list; scaled (B, C, h, w) scaled latents;
-    lost (B, 1, h, w) 1 = lost; edges (B, 1, H, W) or None (the no-edge ablation); image the
-    inpaint control (B, 3, H, W) or None; stage ``"inpaint"`` or ``"denoise"``; stride the
-    codec's latent stride (H = h × stride).
-    """
-    import torch
-
-    from sim.complement.latent_inpaint import Control
-    from sim.complement.models import latent_control
-
-    b, size = scaled.shape[0], (scaled.shape[-2] * stride, scaled.shape[-1] * stride)
-    if stage == "denoise":  # the denoising stage conditions on edges only: every cell counts as lost
-        lost = torch.ones_like(lost)
-    # without edges (the no-edge ablation) an edge-only ControlNet is left out when another
-    # ControlNet remains (sd15's canny net); a set's only ControlNet runs on zero edges, the
-    # condition its training's edge dropout taught it (tiny)
-    drop_edge_only = any(not spec.edges_only for spec in controlnets)
-    out = []
-    for spec in controlnets:
-        if (edges is None and spec.edges_only and drop_edge_only) or (
-                stage == "denoise" and (edges is None or not spec.uses_edges)):
-            continue
-        parts = []
-        for kind in spec.inputs:
-            if kind in ("edges", "canny"):
-                e = edges if edges is not None else scaled.new_zeros(b, 1, *size)  # no-edge ablation
-                parts.append(e if kind == "edges" else e.expand(-1, 3, -1, -1))
-            elif kind == "latent":
-                parts.append(latent_control(scaled, lost, stride))
-            elif stage == "inpaint":
-                parts.append(image)
-            else:
-                parts.append(scaled.new_full((b, 3, *size), -1.0))
-        out.append(Control(spec.net, torch.cat(parts, 1), spec.scale))
-    return out
 
 
 class LearnedComplement:
@@ -174,21 +124,6 @@ class LearnedComplement:
             if sf and abs(sf - self.codec.model.scaling_factor) > 0.05 * abs(sf):
                 log.warning("EEN trained with scaling factor %.4g, codec has %.4g", sf, self.codec.model.scaling_factor)
 
-    # -- the pieces -------------------------------------------------------------------------
-    def masked_image(self, z, lost):
-        """Decoded holed latent as the inpaint control: (1, 3, H, W) RGB in [0, 1], lost pixels −1."""
-        holed = (z * (1 - lost)).to(getattr(self.codec, "device", z.device))
-        return masked_image(self.codec.model.decode(holed).float().to(z.device), lost)
-
-    def edge_map(self, z, lost):
-        """EEN edges (1, 1, H, W) in [0, 1] from the holed latent."""
-        from sim.complement.een import een_input
-
-        return self.models.een(een_input(z, lost, self.codec.model.scaling_factor))
-
-    def _controls(self, scaled, lost, edges, image, stage: str):
-        return control_images(self.models.controlnets, scaled, lost, edges, image, stage, _stride(self.codec))
-
     # -- the method ---------------------------------------------------------------------------
     def run(self, latent: np.ndarray, missing: np.ndarray, generator) -> dict:
         """Complement one latent; returns ``{"latent", "edges", "masked_image"}`` (numpy; None if unused).
@@ -203,6 +138,7 @@ class LearnedComplement:
     def _run(self, latent, missing, generator) -> dict:
         import torch
 
+        from sim.complement.chain import conditioning, control_images, inpaint
         from sim.complement.latent_inpaint import denoise_latents
 
         out, missing = check_inputs(latent, missing, f"complement {self.name}")
@@ -217,31 +153,23 @@ class LearnedComplement:
         sf = float(self.codec.model.scaling_factor)
         z = torch.from_numpy(out)[None].to(device)
         lost = torch.from_numpy(missing)[None, None].to(device, torch.float32)
-        # 1. conditioning: masked image (if a ControlNet takes it) and EEN edges
-        image = edges = None
-        if missing.any() and any("inpaint" in s.inputs for s in self.models.controlnets):
-            image = self.masked_image(z, lost)
-        if self.edges and any(s.uses_edges for s in self.models.controlnets):
-            edges = self.edge_map(z, lost)
-        common = dict(encoder_hidden_states=self.models.prompt_embeds, generator=generator, eta=self.eta,
-                      guidance_scale=self.guidance_scale)
+        # 1. conditioning: EEN edges and the masked image, where the weight set's ControlNets take them
+        edges, image = conditioning(self.models, self.codec.model, z, lost, self.edges,
+                                    getattr(self.codec, "device", None))
+        loop = dict(generator=generator, eta=self.eta, guidance_scale=self.guidance_scale)
+        # 2. inpainting: known cells blended, lost cells generated (sim.complement.chain, as trained)
         scaled = z * sf
-        # 2. inpainting: known cells blended, lost cells generated
         if missing.any():
-            filled = None
-            if self.strength < 1 or self.models.context == "interp":
-                filled = torch.from_numpy(harmonic_fill(out, missing))[None].to(device) * sf
-            start = filled if self.strength < 1 else scaled
-            context = filled if self.models.context == "interp" else None
-            scaled = denoise_latents(self.models.unet, self.models.scheduler_config, start,
-                                     controls=self._controls(scaled, lost, edges, image, "inpaint"), keep=1 - lost,
-                                     steps=self.steps, strength=self.strength, context=context, **common)
+            scaled = inpaint(self.models, z, lost, edges, image, scaling_factor=sf, stride=_stride(self.codec),
+                             steps=self.steps, strength=self.strength, **loop)
         # 3. Canny-based denoising step over the whole latent
         if self.denoise:
             total = max(self.denoise_steps, round(self.denoise_steps / self.denoise_strength))
+            controls = control_images(self.models.controlnets, scaled, lost, edges, image, "denoise",
+                                      _stride(self.codec))
             scaled = denoise_latents(self.models.unet, self.models.scheduler_config, scaled,
-                                     controls=self._controls(scaled, lost, edges, image, "denoise"), keep=None,
-                                     steps=total, strength=self.denoise_steps / total, **common)
+                                     self.models.prompt_embeds, controls=controls, keep=None, steps=total,
+                                     strength=self.denoise_steps / total, **loop)
         repaired = (scaled / sf)[0].float().cpu().numpy()
         if self.denoise:
             out = repaired.astype(np.float32)
@@ -259,13 +187,16 @@ class LearnedComplement:
         cells, as the method computes it; ``None`` where the method uses no edges."""
         import torch
 
+        from sim.complement.chain import edge_map
+
         if not (self.edges and any(s.uses_edges for s in self.models.controlnets)):
             return None
         device = self.models.unet.device
         z = torch.from_numpy(np.ascontiguousarray(latent, dtype=np.float32))[None].to(device)
         lost = torch.from_numpy(np.asarray(missing, dtype=bool))[None, None].to(device, torch.float32)
         with torch.inference_mode():
-            return self.edge_map(z * (1 - lost), lost)[0, 0].float().cpu().numpy()
+            edges = edge_map(self.models.een, z * (1 - lost), lost, self.codec.model.scaling_factor)
+        return edges[0, 0].float().cpu().numpy()
 
     def warmup(self, shape: tuple[int, int, int]) -> None:
         """One throw-away call on zeros of ``shape`` (C, h, w) with one lost cell.

@@ -4,9 +4,9 @@ Stages 1–2 (:mod:`sim.training.latent_diffusion`) teach the UNet and ControlNe
 objective one timestep at a time. The receiver, though, runs the whole inpainting loop at the
 weight set's default step count and decodes the result, and the product is judged on that
 image. This stage trains exactly that chain end to end: for a batch of crops with packet-loss
-masks, the EEN's edges (frozen), the UNet's context, every DDIM step of
-:func:`~sim.complement.latent_inpaint.denoise_latents` with known-cell blending, then the frozen
-codec decoder; the loss is
+masks, the EEN's edges (frozen), the UNet's context, every DDIM step of the inpainting loop with
+known-cell blending — :mod:`sim.complement.chain`, the code the method itself runs — then the
+frozen codec decoder; the loss is
 
     L = l1_weight · ‖x̂ − x‖₁ + lpips_weight · LPIPS_VGG(x̂, x)
 
@@ -37,54 +37,26 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sim.complement.latent_inpaint import denoise_latents, takes_mask
-from sim.complement.learned import control_images, masked_image
+from sim.complement.chain import conditioning, inpaint
 from sim.complement.models import MANIFEST, SHIPPED_TINY, load_weight_set, save_weight_set
 from sim.errors import ConfigError
 from sim.training.codec import quantization_noise
 from sim.training.een import frozen_module
-from sim.training.latent_diffusion import unet_context
 from sim.training.loop import lr_at
 from sim.training.masks import loss_masks
 from sim.training.patches import PatchSampler
 
-__all__ = ["finetune_complement", "complement_batch"]
+__all__ = ["finetune_complement"]
 
 log = logging.getLogger(__name__)
-
-
-def complement_batch(models, codec_model, z: torch.Tensor, lost: torch.Tensor, prompt_embeds: torch.Tensor,
-                     generator: torch.Generator, steps: int, keep_edges: torch.Tensor | None = None) -> torch.Tensor:
-    """The ``learned`` method on a batch, differentiable in the UNet and ControlNets: scaled latents out.
-
-    z (B, C, h, w) dequantized latents (lost cells' values ignored); lost (B, 1, h, w) 1 = lost;
-    keep_edges (B,) bool, optional: samples whose edges are zeroed where False (edge dropout).
-    Mirrors :meth:`sim.complement.learned.LearnedComplement._run` without the denoising step.
-    """
-    sf = float(codec_model.scaling_factor)
-    stride = int(getattr(codec_model, "downscale", 8))
-    edges = image = None
-    with torch.no_grad():
-        if any(s.uses_edges for s in models.controlnets):
-            from sim.complement.een import een_input
-
-            edges = models.een(een_input(z, lost, sf))
-            if keep_edges is not None:
-                edges = edges * keep_edges[:, None, None, None].to(edges)
-        if any("inpaint" in s.inputs for s in models.controlnets):
-            image = masked_image(codec_model.decode(z * (1 - lost)).float(), lost)
-        context = unet_context(models.context, z, lost) * sf if takes_mask(models.unet) else None
-    scaled = z * sf
-    controls = control_images(models.controlnets, scaled, lost, edges, image, "inpaint", stride)
-    return denoise_latents(models.unet, models.scheduler_config, scaled, prompt_embeds, generator,
-                           controls=controls, keep=1 - lost, steps=steps, context=context)
 
 
 def finetune_complement(images: str | Path, out: str | Path, weights: str | Path | None = None, steps: int = 600,
                         codec: str = "tiny", codec_weights: str | None = None, device: str = "cpu", batch: int = 8,
                         crop: int = 128, lr: float = 5e-5, l1_weight: float = 1.0, lpips_weight: float = 1.0,
                         loop_steps: int | None = None, edge_dropout: float = 0.15, max_loss: float = 0.4,
-                        seed: int = 0, save_every: int = 50, perceptual: torch.nn.Module | None = None) -> Path:
+                        augment: bool = False, seed: int = 0, save_every: int = 50,
+                        perceptual: torch.nn.Module | None = None) -> Path:
     """Fine-tune a complement weight set through its own inpainting loop; returns the new set ``out``.
 
     Parameters
@@ -100,6 +72,9 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
         DDIM steps of the unrolled loop (default: the set's ``steps``); stored as the new set's default.
     l1_weight, lpips_weight : float
         Weights of the pixel L1 and VGG-LPIPS terms (≥ 0, not both 0).
+    augment : bool
+        Patches also turned by random quarter turns, colour channels in a random order
+        (:class:`~sim.training.patches.PatchSampler`).
     perceptual : callable, optional
         The perceptual loss ``f(x̂, x) → (B,)`` (default: VGG-LPIPS, :func:`sim.lpips.load_lpips`
         with ``net="vgg"``; tests pass a randomly initialised one).
@@ -152,7 +127,7 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
         start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
         history = {k: ckpt[f"history_{k}"].tolist() for k in history}
         log.info("resuming fine-tuning from step %d", start)
-    sampler = PatchSampler(images, crop, seed)
+    sampler = PatchSampler(images, crop, seed, augment=augment)
     gen = torch.Generator()
     t0 = time.perf_counter() - elapsed
     ema: dict[str, float] = {}
@@ -167,8 +142,13 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
             z = quantization_noise(model.encode(x).float(), gen)
         lost = loss_masks(batch, z.shape[-2], z.shape[-1], gen, max_loss).to(device)
         keep_edges = torch.rand(batch, generator=gen) >= edge_dropout
-        # 2. the receiver's whole loop, then the decoder, with gradients
-        scaled = complement_batch(models, model, z, lost, null, gen, loop_steps, keep_edges)
+        # 2. the receiver's chain (sim.complement.chain, as the method runs it), then the decoder
+        with torch.no_grad():
+            edges, image = conditioning(models, model, z, lost)
+            if edges is not None:
+                edges = edges * keep_edges[:, None, None, None].to(edges)
+        scaled = inpaint(models, z, lost, edges, image, gen, scaling_factor=float(model.scaling_factor),
+                         stride=stride, steps=loop_steps, prompt_embeds=null)
         x_hat = model.decode(scaled / float(model.scaling_factor)).float()
         l1 = (x_hat - x).abs().mean()
         lp = perceptual(x_hat.clamp(-1, 1), x).mean() if lpips_weight > 0 else torch.zeros(())
@@ -192,7 +172,7 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
     card = {"stage": "finetune", "base": str(source), "codec": model.name, "codec_weights": codec_weights,
             "steps": steps, "loop_steps": loop_steps, "batch": batch, "crop": crop, "lr": lr,
             "l1_weight": l1_weight, "lpips_weight": lpips_weight, "lpips_net": "vgg" if lpips_weight > 0 else None,
-            "edge_dropout": edge_dropout, "max_loss": max_loss, "seed": seed, "device": device,
+            "edge_dropout": edge_dropout, "max_loss": max_loss, "augment": augment, "seed": seed, "device": device,
             "wall_s": round(time.perf_counter() - t0, 1), "train_images": [p.name for p in sampler.files],
             "loss_ema": {k: round(v, 4) for k, v in ema.items()},
             "loss_first_last_20": {k: [round(sum(v[:20]) / len(v[:20]), 4), round(sum(v[-20:]) / len(v[-20:]), 4)]

@@ -35,14 +35,13 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from tqdm import tqdm
 
+from sim.complement.chain import masked_image, unet_context
 from sim.complement.een import canny_edges
-from sim.complement.fill import harmonic_fill
 from sim.complement.latent_inpaint import inpaint_input, takes_mask
 from sim.complement.models import (CONTEXTS, SD15_SCHEDULER, ControlSpec, control_channels, inpainting_unet,
                                    latent_control, load_weight_set, save_weight_set, tiny_controlnet, tiny_unet)
@@ -52,7 +51,7 @@ from sim.training.loop import lr_at
 from sim.training.masks import loss_masks
 from sim.training.patches import PatchSampler
 
-__all__ = ["train_latent_diffusion", "control_batch", "unet_context", "DEFAULT_CONTROLS"]
+__all__ = ["train_latent_diffusion", "control_batch", "DEFAULT_CONTROLS"]
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +80,8 @@ def control_batch(inputs, x: torch.Tensor, scaled: torch.Tensor, lost: torch.Ten
         elif kind == "latent":
             parts.append(latent_control(scaled, lost, stride))
         else:
-            pixel_lost = F.interpolate(lost, scale_factor=stride, mode="nearest") > 0.5
-            parts.append(x.add(1).div(2).masked_fill(pixel_lost.expand_as(x), -1.0))
+            parts.append(masked_image(x, lost))
     return torch.cat(parts, 1), lost
-
-
-def unet_context(kind: str, z: torch.Tensor, lost: torch.Tensor) -> torch.Tensor:
-    """An inpainting UNet's context for latents z (B, C, h, w) with cells ``lost`` (B, 1, h, w)."""
-    if kind == "masked":
-        return z * (1 - lost)
-    filled = [harmonic_fill(zi.cpu().numpy(), li[0].cpu().numpy() > 0.5) for zi, li in zip(z, lost)]
-    return torch.from_numpy(np.stack(filled)).to(z)
 
 
 def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "tiny", codec_weights: str | None = None,

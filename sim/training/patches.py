@@ -3,6 +3,10 @@
 Each image is kept in memory at several downsampling factors (1×–4×), so one training
 image yields patches at many scales; a batch is drawn from a generator seeded by
 ``(seed, step)``, which makes a resumed run draw exactly the batches it would have drawn.
+
+Every patch is mirrored left–right with probability ½. With ``augment=True`` it is also turned
+by a random number of quarter turns and its colour channels put in a random order (one of the
+six), so a folder of photographs also teaches colours and orientations it does not hold.
 """
 
 from __future__ import annotations
@@ -31,11 +35,14 @@ class PatchSampler:
         Patch side in pixels (a multiple of 8).
     seed : int
         Base seed; batch ``step`` comes from ``numpy.random.default_rng([seed, step])``.
+    augment : bool
+        Random quarter turns and colour-channel orders on top of the mirroring.
     """
 
-    def __init__(self, folder: str | Path, crop: int, seed: int = 0):
+    def __init__(self, folder: str | Path, crop: int, seed: int = 0, augment: bool = False):
         self.crop = crop
         self.seed = seed
+        self.augment = augment
         self.files = list_images(folder)
         self.levels: list[np.ndarray] = []
         for path in self.files:
@@ -53,5 +60,8 @@ class PatchSampler:
             y = rng.integers(arr.shape[0] - self.crop + 1)
             x = rng.integers(arr.shape[1] - self.crop + 1)
             patch = arr[y:y + self.crop, x:x + self.crop]
-            out[i] = patch[:, ::-1] if rng.random() < 0.5 else patch
+            patch = patch[:, ::-1] if rng.random() < 0.5 else patch
+            if self.augment:
+                patch = np.rot90(patch, rng.integers(4))[..., rng.permutation(3)]
+            out[i] = patch
         return torch.from_numpy(out).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
