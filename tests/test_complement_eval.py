@@ -49,11 +49,16 @@ def args(images, weights, *extra) -> list[str]:
 def test_table_has_a_row_per_loss_and_method_and_interp_beats_zeros(smooth_images, codec_weights, capsys):
     assert main(args(smooth_images, codec_weights)) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "| loss | method | cells lost | PSNR dB | SSIM | LPIPS | edge F1 | ms/image |"
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert lines[0] == ("| loss | method | cells lost | PSNR dB | SSIM | LPIPS | edge F1 | ms/image | "
+                        "ΔPSNR vs interp | ΔLPIPS vs interp |")
+    assert lines[-1].startswith("Δ: mean paired difference to interp over the same (image, mask) pairs (n = 2)")
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:-2]]
     assert [(r[0], r[1]) for r in rows] == [(loss, m) for loss in ("0.1", "0.3") for m in ("resend", "zero", "interp")]
     assert all(r[5] == "–" and r[6] == "–" for r in rows)        # no LPIPS asked for; no edges from fills
     assert rows[0][7] == "–" and rows[1][7] != "–"               # resend has no compute time
+    # only zero has a difference to interp: a mean and its interval, PSNR lower than interp's
+    assert [r[8] != "–" for r in rows] == [False, True, False] * 2 and all(r[9] == "–" for r in rows)
+    assert rows[1][8].startswith("-") and " [" in rows[1][8]
     psnr = {(r[0], r[1]): float(r[3]) for r in rows}
     for loss in ("0.1", "0.3"):
         assert psnr[loss, "zero"] <= psnr[loss, "interp"] <= psnr[loss, "resend"]
@@ -70,11 +75,47 @@ def test_json_is_complete_and_deterministic(smooth_images, codec_weights, capsys
     assert a["settings"]["methods"] == ["zero", "interp"] and a["settings"]["loss"] == [0.1, 0.3]
     assert len(a["rows"]) == 6 and len(a["images"]) == 2 * 2 * 3
     r = a["rows"][1]
-    assert set(r) == {"loss", "method", "n", "lost_share", "psnr", "ssim", "lpips", "edge_f1", "time_s"}
+    assert set(r) == {"loss", "method", "n", "lost_share", "psnr", "ssim", "lpips", "edge_f1", "time_s", "versus",
+                      "d_psnr", "d_lpips"}
     assert r["n"] == 2 and r["lpips"] is None and r["time_s"] > 0
     # 16 tile packets of 2 × 2 cells: 10 % → 2 packets, 30 % → 5 packets lost
     shares = {x["loss"]: x["lost_share"] for x in a["rows"]}
     assert shares == {0.1: 2 / 16, 0.3: 5 / 16}
+
+
+def test_more_masks_are_the_runs_of_the_next_seeds_and_pair_up(smooth_images, codec_weights, capsys):
+    """--masks 2 at seed 3 = the rows of --seed 3 and --seed 4; the paired PSNR difference is the
+    mean over (image, mask) pairs of zero − interp, with its t-interval."""
+    from scipy.stats import t
+
+    runs = []
+    for extra in (("--seed", "3", "--masks", "2"), ("--seed", "3"), ("--seed", "4")):
+        assert main(args(smooth_images, codec_weights, "--json", *extra)) == 0
+        runs.append(json.loads(capsys.readouterr().out))
+    both, first, second = runs
+    key = lambda r: (r["image"], r["loss"], r["method"])  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("time_s", "mask")}  # noqa: E731
+    assert len(both["images"]) == 2 * len(first["images"])
+    for draw, run in enumerate((first, second)):
+        got = {key(r): strip(r) for r in both["images"] if r["mask"] == draw}
+        assert got == {key(r): strip(r) for r in run["images"]}
+    row = next(r for r in both["rows"] if r["loss"] == 0.3 and r["method"] == "zero")
+    assert row["n"] == 4 and row["versus"] == "interp" and row["d_lpips"] is None  # no LPIPS asked for
+    psnr = {(r["image"], r["mask"], r["method"]): r["psnr"] for r in both["images"] if r["loss"] == 0.3}
+    d = np.array([psnr[i, m, "zero"] - psnr[i, m, "interp"] for i, m, name in psnr if name == "zero"])
+    half = t.ppf(0.975, 3) * d.std(ddof=1) / 2
+    assert row["d_psnr"] == pytest.approx({"mean": d.mean(), "lo": d.mean() - half, "hi": d.mean() + half, "n": 4})
+    assert both["settings"]["masks"] == 2 and both["settings"]["versus"] == "interp"
+
+
+def test_paired_difference_closed_form():
+    from sim.commands.complement_eval import paired_difference
+
+    got = paired_difference([(1.0, 0.0), (2.0, 0.0), (3.0, 0.0)])  # d = 1, 2, 3: sd 1, t(0.975, 2) = 4.3027
+    assert got["mean"] == 2.0 and got["n"] == 3
+    assert got["hi"] - 2.0 == pytest.approx(4.302653 / np.sqrt(3), rel=1e-6) and got["lo"] == pytest.approx(4 - got["hi"])
+    assert paired_difference([(0.5, 0.25)]) == {"mean": 0.25, "lo": None, "hi": None, "n": 1}
+    assert paired_difference([(1.0, None), (1.0, 0.0)]) is None  # a missing value: no difference claimed
 
 
 def test_learned_methods_edges_grid_and_lpips_unavailable(smooth_images, codec_weights, tiny_complement_dir,
@@ -118,6 +159,8 @@ def test_packet_loss_mask_drops_whole_packets():
     (["--tile", "0"], "--tile = 0"),
     (["--grid-method", "learned"], "--grid-method = 'learned'"),
     (["--size", "60"], "size = 60"),
+    (["--masks", "0"], "--masks = 0: expected an integer ≥ 1"),
+    (["--versus", "mean"], "--versus = 'mean': expected one of --methods (zero, interp)"),
 ])
 def test_bad_arguments_are_one_line(smooth_images, codec_weights, capsys, extra, needle):
     assert main(args(smooth_images, codec_weights, *extra)) == 2

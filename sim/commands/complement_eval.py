@@ -12,12 +12,19 @@ Columns: the share of latent cells lost, PSNR / SSIM / LPIPS against the origina
 out, after one warning, where its weights cannot be had), the EEN's edge F1 against Canny
 (σ = 2) of the original for methods that estimate edges (2-pixel tolerance, threshold 0.5;
 :func:`sim.complement.een.edge_f1`), and the method's wall time per image (latent in →
-latent out, the decode excluded; after one warm-up call per method). Means over the images.
+latent out, the decode excluded; after one warm-up call per method). Means over the images
+and, with ``--masks N``, over N mask draws per image and rate (those of seeds SEED … SEED+N−1).
+
+Paired differences: with a reference method among ``--methods`` (``--versus``; by default
+``interp`` where it is among them), every other method also gets its mean PSNR and LPIPS difference to the reference on
+the same (image, mask) pairs, with a 95 % t-interval over those pairs — the numbers to read
+before saying one method beats another.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -50,6 +57,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="NAMES",
                    help=f"complement methods, comma-separated (default {','.join(DEFAULT_METHODS)})")
     p.add_argument("--seed", type=int, default=0, help="seed of the masks and the methods' noise (default 0)")
+    p.add_argument("--masks", type=int, default=1,
+                   help="mask draws per image and loss rate, those of seeds SEED … SEED+N−1 (default 1)")
+    p.add_argument("--versus", default=None, metavar="NAME",
+                   help="reference method of the paired differences, one of --methods (default: interp where "
+                        "it is among them)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--grid", default=None, metavar="PATH",
                    help="write a PNG grid (original | received | edges | complement | resend per image) "
@@ -168,12 +180,16 @@ def _warm(fn, shape) -> None:
 
 
 def evaluate(codec, images, losses, methods: dict, layout: str = "tile", tile: int = 8, seed: int = 0,
-             lpips=None, grid_method: str | None = None, progress: bool = False) -> dict:
+             lpips=None, grid_method: str | None = None, progress: bool = False, masks: int = 1,
+             versus: str | None = None) -> dict:
     """Score complement ``methods`` (name → built method) and resend on ``[(name, uint8 image)]``.
 
     Returns ``{"rows": [...], "images": [...], "grid": [...]}``: ``rows`` one per (loss, method)
-    with means over the images (``resend`` first at each loss), ``images`` the per-image values,
-    ``grid`` the pictures of ``grid_method`` at the middle loss rate (for :func:`write_grid`).
+    with means over the images and ``masks`` mask draws (seeds ``seed`` … ``seed + masks − 1``;
+    ``resend`` first at each loss) and, where ``versus`` names one of ``methods``, the paired
+    differences to it (:func:`paired_difference`); ``images`` the per-(image, mask) values;
+    ``grid`` the pictures of ``grid_method`` at the middle loss rate, first mask (for
+    :func:`write_grid`).
     """
     from tqdm import tqdm
 
@@ -185,7 +201,10 @@ def evaluate(codec, images, losses, methods: dict, layout: str = "tile", tile: i
     grid_loss = losses[len(losses) // 2]
     per_image, grid = [], []
     warmed = False
-    bar = tqdm(total=len(images) * len(losses), desc=NAME, unit="mask", disable=not progress, file=sys.stderr)
+    if not isinstance(masks, int) or masks < 1:
+        raise ConfigError(f"--masks = {masks!r}: expected an integer ≥ 1")
+    bar = tqdm(total=len(images) * len(losses) * masks, desc=NAME, unit="mask", disable=not progress,
+               file=sys.stderr)
     for name, img in images:
         sent = np.asarray(codec.dequantize(*_prepared(codec, img)), dtype=np.float32)
         c, h, w = sent.shape
@@ -196,8 +215,8 @@ def evaluate(codec, images, losses, methods: dict, layout: str = "tile", tile: i
         resend = codec.decode(sent)
         target = canny_edges(to_tensor(img))[0, 0].numpy()
         scored = lpips is not None and min(img.shape[:2]) >= MIN_SIZE
-        for rate in losses:
-            mask_rng, method_ss = _streams(seed, name, rate)
+        for rate, draw in itertools.product(losses, range(masks)):
+            mask_rng, method_ss = _streams(seed + draw, name, rate)
             missing = packet_loss_mask(layout, tile, h, w, rate, mask_rng)
             outs = {"resend": (resend, None, None)}
             for mname, fn in methods.items():
@@ -208,11 +227,11 @@ def evaluate(codec, images, losses, methods: dict, layout: str = "tile", tile: i
             dists = (lpips.distances([img], [o[0] for o in outs.values()])[0] if scored else [None] * len(outs))
             for (mname, (out, edges, dt)), d in zip(outs.items(), dists):
                 per_image.append({
-                    "image": name, "loss": rate, "method": mname, "lost_share": float(missing.mean()),
-                    "psnr": _finite(psnr(img, out)), "ssim": float(ssim(img, out)),
-                    "lpips": None if d is None else float(d),
+                    "image": name, "loss": rate, "mask": draw, "method": mname,
+                    "lost_share": float(missing.mean()), "psnr": _finite(psnr(img, out)),
+                    "ssim": float(ssim(img, out)), "lpips": None if d is None else float(d),
                     "edge_f1": None if edges is None else edge_f1(edges, target)["f1"], "time_s": dt})
-            if rate == grid_loss and grid_method is not None:
+            if rate == grid_loss and draw == 0 and grid_method is not None:
                 out, edges, _ = outs[grid_method]
                 grid.append({"image": name, "original": img, "received": _holes(resend, missing),
                              "edges": edges, "complement": out, "resend": resend})
@@ -223,10 +242,33 @@ def evaluate(codec, images, losses, methods: dict, layout: str = "tile", tile: i
     for rate in losses:
         for mname in order:
             sel = [r for r in per_image if r["loss"] == rate and r["method"] == mname]
-            rows.append({"loss": rate, "method": mname, "n": len(sel),
-                         **{k: _mean([r[k] for r in sel]) for k in ("lost_share", "psnr", "ssim", "lpips",
-                                                                     "edge_f1", "time_s")}})
+            row = {"loss": rate, "method": mname, "n": len(sel),
+                   **{k: _mean([r[k] for r in sel]) for k in ("lost_share", "psnr", "ssim", "lpips", "edge_f1",
+                                                               "time_s")}}
+            if versus in methods and mname not in ("resend", versus):
+                ref = {(r["image"], r["mask"]): r for r in per_image if r["loss"] == rate and r["method"] == versus}
+                row["versus"] = versus
+                for k in ("psnr", "lpips"):
+                    row[f"d_{k}"] = paired_difference([(r[k], ref[r["image"], r["mask"]][k]) for r in sel])
+            rows.append(row)
     return {"rows": rows, "images": per_image, "grid": grid}
+
+
+def paired_difference(pairs) -> dict | None:
+    """Mean of a − b over ``pairs`` [(a, b)] with a 95 % t-interval (``None`` where a value is missing).
+
+    ``{"mean", "lo", "hi", "n"}``; with one pair the interval is unbounded (``lo``/``hi`` None).
+    """
+    from scipy.stats import t
+
+    d = np.array([a - b for a, b in pairs if a is not None and b is not None], dtype=np.float64)
+    if len(d) < len(pairs) or not len(d):
+        return None
+    mean = float(d.mean())
+    if len(d) < 2:
+        return {"mean": mean, "lo": None, "hi": None, "n": 1}
+    half = float(t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": int(len(d))}
 
 
 def _prepared(codec, img):
@@ -275,13 +317,31 @@ def _fmt(v, nd=2, scale=1.0):
     return "–" if v is None else f"{v * scale:.{nd}f}"
 
 
+def _fmt_diff(d, nd) -> str:
+    """``+0.012 [−0.003, +0.027]`` (the 95 % interval in brackets), ``–`` where there is none."""
+    if d is None:
+        return "–"
+    if d["lo"] is None:
+        return f"{d['mean']:+.{nd}f}"
+    return f"{d['mean']:+.{nd}f} [{d['lo']:+.{nd}f}, {d['hi']:+.{nd}f}]"
+
+
 def format_table(result: dict) -> str:
+    versus = next((r["versus"] for r in result["rows"] if "versus" in r), None)
     head = "| loss | method | cells lost | PSNR dB | SSIM | LPIPS | edge F1 | ms/image |"
+    if versus:
+        head += f" ΔPSNR vs {versus} | ΔLPIPS vs {versus} |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in result["rows"]:
-        lines.append("| " + " | ".join([
-            f"{r['loss']:g}", r["method"], _fmt(r["lost_share"], 1, 100) + " %", _fmt(r["psnr"]),
-            _fmt(r["ssim"], 3), _fmt(r["lpips"], 3), _fmt(r["edge_f1"], 3), _fmt(r["time_s"], 0, 1000)]) + " |")
+        cells = [f"{r['loss']:g}", r["method"], _fmt(r["lost_share"], 1, 100) + " %", _fmt(r["psnr"]),
+                 _fmt(r["ssim"], 3), _fmt(r["lpips"], 3), _fmt(r["edge_f1"], 3), _fmt(r["time_s"], 0, 1000)]
+        if versus:
+            cells += [_fmt_diff(r.get("d_psnr"), 2), _fmt_diff(r.get("d_lpips"), 4)]
+        lines.append("| " + " | ".join(cells) + " |")
+    n = {r["n"] for r in result["rows"]}
+    if versus:
+        lines.append(f"\nΔ: mean paired difference to {versus} over the same (image, mask) pairs (n = "
+                     f"{'/'.join(map(str, sorted(n)))}), 95 % t-interval in brackets; LPIPS: lower is better.")
     return "\n".join(lines)
 
 
@@ -302,6 +362,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--tile = {args.tile}: expected an integer ≥ 1 (cells)")
     if args.threads < 0:
         raise ConfigError(f"--threads = {args.threads}: expected an integer ≥ 1, or 0 for torch's default")
+    if args.masks < 1:
+        raise ConfigError(f"--masks = {args.masks}: expected an integer ≥ 1 (mask draws per image and rate)")
+    if args.versus is not None and args.versus not in names:
+        raise ConfigError(f"--versus = {args.versus!r}: expected one of --methods ({', '.join(names)})")
+    versus = args.versus or ("interp" if "interp" in names else None)
     if args.grid_method is not None and args.grid_method not in names:
         raise ConfigError(f"--grid-method = {args.grid_method!r}: expected one of --methods ({', '.join(names)})")
     before = torch.get_num_threads()
@@ -324,7 +389,8 @@ def run(args: argparse.Namespace) -> int:
 
             lpips = load_lpips()  # None after one warning where its weights cannot be had
         result = evaluate(codec, images, losses, methods, args.layout, args.tile, args.seed, lpips,
-                          grid_method if args.grid else None, progress=not args.no_progress)
+                          grid_method if args.grid else None, progress=not args.no_progress, masks=args.masks,
+                          versus=versus)
     finally:
         torch.set_num_threads(before)
     grid = result.pop("grid")
@@ -333,7 +399,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.grid}: grid of {len(grid)} image(s) at loss {losses[len(losses) // 2]:g} ({grid_method})",
               file=sys.stderr)
     result["settings"] = {"images": str(args.images), "size": args.size, "loss": losses, "layout": args.layout,
-                          "tile": args.tile, "methods": names, "seed": args.seed, "codec": args.codec,
+                          "tile": args.tile, "methods": names, "seed": args.seed, "masks": args.masks,
+                          "versus": versus, "codec": args.codec,
                           "codec_weights": args.codec_weights, "bits": args.bits, "weights": args.weights,
                           "een": args.een, "steps": args.steps, "device": args.device,
                           "threads": args.threads, "lpips": lpips is not None}
