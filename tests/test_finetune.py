@@ -161,6 +161,9 @@ def test_finetune_refuses_bad_settings(setup, tiny_complement_dir, tmp_path, mon
     with pytest.raises(ConfigError, match="crop = 40"):
         finetune_complement(images, tmp_path / "x", weights=tiny_complement_dir, perceptual=_l2_loss,
                             **{**kw, "crop": 40})
+    with pytest.raises(ConfigError, match="image_size = 32: expected at least the crop"):
+        finetune_complement(images, tmp_path / "x", weights=tiny_complement_dir, perceptual=_l2_loss, image_size=32,
+                            **kw)
     monkeypatch.setattr("sim.lpips.load_lpips", lambda **_: None)  # as on a machine without the VGG weights
     with pytest.raises(ConfigError, match="--build --net vgg"):
         finetune_complement(images, tmp_path / "x", weights=tiny_complement_dir, **kw)
@@ -181,6 +184,7 @@ def test_train_finetune_command(setup, tiny_complement_dir, tmp_path):
     common = ["--images", str(images), "--codec-weights", kw["codec_weights"], "--crop", "64", "--batch", "1",
               "--weights", str(tiny_complement_dir)]
     assert main(["train", "finetune", *common, "--out", str(tmp_path / "run"), "--steps", "1",
-                 "--lpips-weight", "0", "--loop-steps", "1"]) == 0
+                 "--lpips-weight", "0", "--loop-steps", "1", "--augment", "--image-size", "64"]) == 0
     models = load_weight_set(tmp_path / "run")
     assert models.steps == 1 and models.card["steps"] == 1 and models.card["lr"] == 5e-5
+    assert models.card["augment"] is True and models.card["image_size"] == 64

@@ -51,3 +51,12 @@ def test_augment_turns_and_permutes_the_same_crop(folder):
         turns.add(matches[0][0])
         orders.add(matches[0][1])
     assert turns == {0, 1, 2, 3} and len(orders) == 6
+
+
+def test_short_side_resizes_first(folder):
+    """short_side = 24: the 40 × 48 image becomes 24 × 29 (bicubic) before the levels are taken:
+    1× and 1.5× (16 × 19) hold a 16-pixel crop, 2× does not."""
+    s = PatchSampler(folder, 16, short_side=24)
+    assert [lv.shape for lv in s.levels] == [(24, 29, 3), (16, 19, 3)]
+    resized = np.asarray(Image.open(folder / "a.png").resize((29, 24), Image.BICUBIC))
+    assert np.array_equal(s.levels[0], resized)

@@ -55,7 +55,7 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
                         codec: str = "tiny", codec_weights: str | None = None, device: str = "cpu", batch: int = 8,
                         crop: int = 128, lr: float = 5e-5, l1_weight: float = 1.0, lpips_weight: float = 1.0,
                         loop_steps: int | None = None, edge_dropout: float = 0.15, max_loss: float = 0.4,
-                        augment: bool = False, seed: int = 0, save_every: int = 50,
+                        augment: bool = False, image_size: int | None = None, seed: int = 0, save_every: int = 50,
                         perceptual: torch.nn.Module | None = None) -> Path:
     """Fine-tune a complement weight set through its own inpainting loop; returns the new set ``out``.
 
@@ -75,6 +75,9 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
     augment : bool
         Patches also turned by random quarter turns, colour channels in a random order
         (:class:`~sim.training.patches.PatchSampler`).
+    image_size : int, optional
+        Resize every training image so its shorter side is this many pixels before cropping (the
+        scale ``complement-eval --size`` sees; default: the multi-scale crops of the originals).
     perceptual : callable, optional
         The perceptual loss ``f(x̂, x) → (B,)`` (default: VGG-LPIPS, :func:`sim.lpips.load_lpips`
         with ``net="vgg"``; tests pass a randomly initialised one).
@@ -109,6 +112,8 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
     stride = int(getattr(model, "downscale", 8))
     if crop % (4 * stride):
         raise ConfigError(f"crop = {crop}: expected a multiple of {4 * stride} (4 × the latent stride)")
+    if image_size is not None and image_size < crop:
+        raise ConfigError(f"image_size = {image_size}: expected at least the crop ({crop} pixels)")
     out.mkdir(parents=True, exist_ok=True)
     null = torch.nn.Parameter(models.prompt_embeds.detach().clone().to(device))
     nets = [models.unet, *(s.net for s in models.controlnets)]
@@ -127,7 +132,7 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
         start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
         history = {k: ckpt[f"history_{k}"].tolist() for k in history}
         log.info("resuming fine-tuning from step %d", start)
-    sampler = PatchSampler(images, crop, seed, augment=augment)
+    sampler = PatchSampler(images, crop, seed, augment=augment, short_side=image_size)
     gen = torch.Generator()
     t0 = time.perf_counter() - elapsed
     ema: dict[str, float] = {}
@@ -172,7 +177,8 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
     card = {"stage": "finetune", "base": str(source), "codec": model.name, "codec_weights": codec_weights,
             "steps": steps, "loop_steps": loop_steps, "batch": batch, "crop": crop, "lr": lr,
             "l1_weight": l1_weight, "lpips_weight": lpips_weight, "lpips_net": "vgg" if lpips_weight > 0 else None,
-            "edge_dropout": edge_dropout, "max_loss": max_loss, "augment": augment, "seed": seed, "device": device,
+            "edge_dropout": edge_dropout, "max_loss": max_loss, "augment": augment, "image_size": image_size,
+            "seed": seed, "device": device,
             "wall_s": round(time.perf_counter() - t0, 1), "train_images": [p.name for p in sampler.files],
             "loss_ema": {k: round(v, 4) for k, v in ema.items()},
             "loss_first_last_20": {k: [round(sum(v[:20]) / len(v[:20]), 4), round(sum(v[-20:]) / len(v[-20:]), 4)]

@@ -37,9 +37,14 @@ class PatchSampler:
         Base seed; batch ``step`` comes from ``numpy.random.default_rng([seed, step])``.
     augment : bool
         Random quarter turns and colour-channel orders on top of the mirroring.
+    short_side : int, optional
+        First resize every image (bicubic) so its shorter side is this many pixels: the scale at
+        which ``complement-eval --size`` and scenarios see images; the levels are then taken
+        from that.
     """
 
-    def __init__(self, folder: str | Path, crop: int, seed: int = 0, augment: bool = False):
+    def __init__(self, folder: str | Path, crop: int, seed: int = 0, augment: bool = False,
+                 short_side: int | None = None):
         self.crop = crop
         self.seed = seed
         self.augment = augment
@@ -47,6 +52,10 @@ class PatchSampler:
         self.levels: list[np.ndarray] = []
         for path in self.files:
             img = Image.open(path).convert("RGB")
+            if short_side:
+                f = short_side / min(img.size)
+                img = img.resize((max(short_side, round(img.width * f)), max(short_side, round(img.height * f))),
+                                 Image.BICUBIC)
             for s in SCALES:
                 w, h = round(img.width / s), round(img.height / s)
                 if min(w, h) >= crop:
