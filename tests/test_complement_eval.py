@@ -113,7 +113,8 @@ def test_paired_difference_closed_form():
 
     got = paired_difference([(1.0, 0.0), (2.0, 0.0), (3.0, 0.0)])  # d = 1, 2, 3: sd 1, t(0.975, 2) = 4.3027
     assert got["mean"] == 2.0 and got["n"] == 3
-    assert got["hi"] - 2.0 == pytest.approx(4.302653 / np.sqrt(3), rel=1e-6) and got["lo"] == pytest.approx(4 - got["hi"])
+    assert got["hi"] - 2.0 == pytest.approx(4.302653 / np.sqrt(3), rel=1e-6)
+    assert got["lo"] == pytest.approx(4 - got["hi"])
     assert paired_difference([(0.5, 0.25)]) == {"mean": 0.25, "lo": None, "hi": None, "n": 1}
     assert paired_difference([(1.0, None), (1.0, 0.0)]) is None  # a missing value: no difference claimed
 

@@ -72,8 +72,9 @@ def test_training_chain_is_the_methods_chain(random_tiny_codec, tiny_complement_
     lost = torch.from_numpy(missing)[None, None].float()
     with torch.no_grad():
         edges, image = conditioning(models, codec, z, lost)
-        got = inpaint(models, z, lost, edges, image, torch.Generator().manual_seed(7), scaling_factor=codec.scaling_factor,
-                      stride=8, steps=2, prompt_embeds=models.prompt_embeds.clone())[0] / codec.scaling_factor
+        got = inpaint(models, z, lost, edges, image, torch.Generator().manual_seed(7),
+                      scaling_factor=codec.scaling_factor, stride=8, steps=2,
+                      prompt_embeds=models.prompt_embeds.clone())[0] / codec.scaling_factor
     assert np.allclose(got.numpy()[:, missing], expected[:, missing], atol=1e-5)
     assert np.allclose(got.numpy()[:, ~missing], latent[:, ~missing], atol=1e-6)  # known cells blended back
     assert not np.allclose(expected[:, missing], 0)

@@ -16,9 +16,9 @@ latent out, the decode excluded; after one warm-up call per method). Means over 
 and, with ``--masks N``, over N mask draws per image and rate (those of seeds SEED … SEED+N−1).
 
 Paired differences: with a reference method among ``--methods`` (``--versus``; by default
-``interp`` where it is among them), every other method also gets its mean PSNR and LPIPS difference to the reference on
-the same (image, mask) pairs, with a 95 % t-interval over those pairs — the numbers to read
-before saying one method beats another.
+``interp`` where it is among them), every other method also gets its mean PSNR and LPIPS
+difference to the reference on the same (image, mask) pairs, with a 95 % t-interval over those
+pairs — the numbers to read before saying one method beats another.
 """
 
 from __future__ import annotations
@@ -240,13 +240,13 @@ def evaluate(codec, images, losses, methods: dict, layout: str = "tile", tile: i
     order = ["resend", *methods]
     rows = []
     for rate in losses:
+        ref = {(r["image"], r["mask"]): r for r in per_image if r["loss"] == rate and r["method"] == versus}
         for mname in order:
             sel = [r for r in per_image if r["loss"] == rate and r["method"] == mname]
             row = {"loss": rate, "method": mname, "n": len(sel),
                    **{k: _mean([r[k] for r in sel]) for k in ("lost_share", "psnr", "ssim", "lpips", "edge_f1",
                                                                "time_s")}}
             if versus in methods and mname not in ("resend", versus):
-                ref = {(r["image"], r["mask"]): r for r in per_image if r["loss"] == rate and r["method"] == versus}
                 row["versus"] = versus
                 for k in ("psnr", "lpips"):
                     row[f"d_{k}"] = paired_difference([(r[k], ref[r["image"], r["mask"]][k]) for r in sel])
@@ -338,8 +338,8 @@ def format_table(result: dict) -> str:
         if versus:
             cells += [_fmt_diff(r.get("d_psnr"), 2), _fmt_diff(r.get("d_lpips"), 4)]
         lines.append("| " + " | ".join(cells) + " |")
-    n = {r["n"] for r in result["rows"]}
     if versus:
+        n = {r["n"] for r in result["rows"]}
         lines.append(f"\nΔ: mean paired difference to {versus} over the same (image, mask) pairs (n = "
                      f"{'/'.join(map(str, sorted(n)))}), 95 % t-interval in brackets; LPIPS: lower is better.")
     return "\n".join(lines)
