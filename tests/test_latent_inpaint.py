@@ -5,6 +5,7 @@ errors, pixel baselines, the registry factory and the diffusion training recipe.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -550,5 +551,19 @@ def test_train_command(tmp_path, random_tiny_codec, capsys):
     assert main(["train", "diffusion", *common, "--unet-steps", "1", "--controlnet-steps", "0"]) == 0
     assert (tmp_path / "run" / "complement.json").is_file()
     assert main(["train", "diffusion", *common, "--steps", "3"]) == 2
+    # --unet-channels: the stage-1 UNet's widths, recorded in the config and the card
+    wide = ["--images", str(images), "--out", str(tmp_path / "wide"), *common[4:]]
+    assert main(["train", "diffusion", *wide, "--unet-steps", "1", "--controlnet-steps", "0",
+                 "--unet-channels", "32,64,80"]) == 0
+    config = json.loads((tmp_path / "wide" / "unet" / "config.json").read_text())
+    card = json.loads((tmp_path / "wide" / "diffusion_training.json").read_text())
+    assert config["block_out_channels"] == card["unet_channels"] == [32, 64, 80]
+    capsys.readouterr()
+    for bad in ("32,64", "32,64,72", "a,b,c"):
+        assert main(["train", "diffusion", *wide, "--unet-channels", bad]) == 2
+        assert bad in capsys.readouterr().err
+    assert main(["train", "diffusion", *wide, "--unet-steps", "0", "--base", str(tmp_path / "run"),
+                 "--unet-channels", "32,64,80"]) == 2
+    assert "keeps its own widths" in capsys.readouterr().err
     assert main(["train", "een", *common[:-4], "--crop", "40"]) == 2
     assert "crop = 40" in capsys.readouterr().err

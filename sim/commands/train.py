@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--controls", default="edges,latent",
                    help="diffusion: the ControlNet's inputs, comma-separated: edges, canny, latent, inpaint "
                         "(default edges,latent)")
+    p.add_argument("--unet-channels", default=None, metavar="C1,C2,C3",
+                   help="diffusion stage 1: the UNet's widths per level, three multiples of 16 "
+                        "(default 48,96,128, the shipped set's)")
     p.add_argument("--base", default=None,
                    help="diffusion: start stage 2 from this weight set's UNet + null embedding (needs --unet-steps 0)")
     p.add_argument("--een", default=None,
@@ -103,6 +106,16 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--steps: diffusion trains in two stages; use --unet-steps and --controlnet-steps")
         if args.unet_steps < 0 or args.controlnet_steps < 0 or args.unet_steps + args.controlnet_steps < 1:
             raise ConfigError("--unet-steps and --controlnet-steps must be ≥ 0, one of them ≥ 1")
+        channels = {}
+        if args.unet_channels is not None:
+            if args.base is not None:
+                raise ConfigError(f"--unet-channels {args.unet_channels} with --base {args.base}: "
+                                  f"the base's UNet keeps its own widths")
+            try:
+                channels["unet_channels"] = tuple(int(c) for c in args.unet_channels.split(","))
+            except ValueError:
+                raise ConfigError(f"--unet-channels {args.unet_channels!r}: expected three comma-separated "
+                                  f"integers, e.g. 48,96,128") from None
         path = train_latent_diffusion(args.images, args.out, codec=args.codec, codec_weights=args.codec_weights,
                                       unet_steps=args.unet_steps, controlnet_steps=args.controlnet_steps,
                                       device=args.device, batch=batch, crop=args.crop, seed=args.seed,
@@ -110,6 +123,6 @@ def run(args: argparse.Namespace) -> int:
                                       controls=tuple(k.strip() for k in args.controls.split(",") if k.strip()),
                                       base=args.base, een=args.een, known_weight=args.known_weight,
                                       x0_weight_cap=args.x0_weight_cap, inpaint_unet=args.inpaint_unet,
-                                      prediction_type=args.prediction, context=args.context)
+                                      prediction_type=args.prediction, context=args.context, **channels)
     print(path)
     return 0

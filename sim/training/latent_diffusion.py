@@ -43,8 +43,9 @@ from tqdm import tqdm
 from sim.complement.chain import masked_image, unet_context
 from sim.complement.een import canny_edges
 from sim.complement.latent_inpaint import inpaint_input, takes_mask
-from sim.complement.models import (CONTEXTS, SD15_SCHEDULER, ControlSpec, control_channels, inpainting_unet,
-                                   latent_control, load_weight_set, save_weight_set, tiny_controlnet, tiny_unet)
+from sim.complement.models import (CONTEXTS, SD15_SCHEDULER, TINY_CHANNELS, ControlSpec, control_channels,
+                                   inpainting_unet, latent_control, load_weight_set, save_weight_set,
+                                   tiny_controlnet, tiny_unet)
 from sim.training.een import frozen_module
 from sim.errors import ConfigError
 from sim.training.loop import lr_at
@@ -93,7 +94,7 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
                            known_weight: float = 0.1, x0_weight_cap: float = 10.0, canny_sigma: float = 2.0,
                            edge_dropout: float = 0.15,
                            image_dropout: float = 0.1, max_loss: float = 0.4, seed: int = 0,
-                           save_every: int = 250) -> Path:
+                           unet_channels: tuple[int, ...] = TINY_CHANNELS, save_every: int = 250) -> Path:
     """Train (or resume) the tiny UNet, then its ControlNet; returns the weight-set folder ``out``.
 
     Parameters
@@ -151,6 +152,8 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
         raise ConfigError(f"context = {context!r}: expected one of {', '.join(CONTEXTS)}")
     if prediction_type not in ("epsilon", "v_prediction"):
         raise ConfigError(f"prediction_type = {prediction_type!r}: expected epsilon or v_prediction")
+    if base is None:
+        tiny_unet(channels=unet_channels)  # bad widths fail here, before the codec loads
     if not x0_weight_cap >= 1.0:
         raise ConfigError(f"x0_weight_cap = {x0_weight_cap!r}: expected a cap ≥ 1 (1 = plain ε-MSE)")
     model = load_model(codec, codec_weights, device)
@@ -164,7 +167,7 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
     if base is None:
         with torch.random.fork_rng():  # initial weights only
             torch.manual_seed(seed)
-            unet = tiny_unet().to(device)
+            unet = tiny_unet(channels=unet_channels).to(device)
             null = torch.nn.Parameter(torch.randn(1, 1, unet.config.cross_attention_dim, device=device) * 0.02)
     else:
         start_set = load_weight_set(base, device=device)
@@ -279,6 +282,7 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
     controlnet.eval()
     card = {"codec": model.name, "codec_weights": codec_weights, "scaling_factor": sf,
             "base": None if base is None else str(base), "unet_steps": unet_steps,
+            "unet_channels": list(unet.config.block_out_channels),
             "controlnet_steps": controlnet_steps, "batch": batch, "crop": crop, "lr": lr,
             "controlnet_lr": controlnet_lr, "unet_lr2": unet_lr2, "inpaint_unet": inpaint_unet, "context": context,
             "prediction_type": prediction_type, "controls": list(controls),
