@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default edges,latent)")
     p.add_argument("--unet-channels", default=None, metavar="C1,C2,C3",
                    help="diffusion stage 1: the UNet's widths per level, three multiples of 16 "
-                        "(default 48,96,128, the shipped set's)")
+                        "(default 48,96,128; the shipped set's are 64,128,192)")
     p.add_argument("--base", default=None,
                    help="diffusion: start stage 2 from this weight set's UNet + null embedding (needs --unet-steps 0)")
     p.add_argument("--een", default=None,

@@ -43,8 +43,8 @@ from sim.errors import ConfigError, ModelLoadError
 
 __all__ = [
     "CONTEXTS", "CONTROL_INPUTS", "SD15_SCHEDULER", "SHIPPED_TINY", "SD15_DEFAULTS", "SD15_KEYS", "ControlSpec",
-    "ComplementModels", "TINY_CHANNELS", "tiny_unet", "tiny_controlnet", "inpainting_unet", "save_weight_set", "load_weight_set",
-    "load_sd15", "load_complement_models", "empty_prompt_embedding", "save_prompt_embeds", "latent_control",
+    "ComplementModels", "TINY_CHANNELS", "tiny_unet", "tiny_controlnet", "inpainting_unet", "save_weight_set",
+    "load_weight_set", "load_sd15", "load_complement_models", "empty_prompt_embedding", "save_prompt_embeds", "latent_control",
     "control_channels",
 ]
 
@@ -135,8 +135,7 @@ def tiny_unet(latent_channels: int = 4, cross_attention_dim: int = 64,
     channels = tuple(channels)
     if len(channels) != 3 or any(not isinstance(c, int) or c < 16 or c % 16 for c in channels):
         raise ConfigError(f"unet channels {','.join(map(str, channels))}: expected three multiples of 16 "
-                          f"(one per level), "
-                          f"e.g. {','.join(map(str, TINY_CHANNELS))}")
+                          f"(one per level), e.g. {','.join(map(str, TINY_CHANNELS))}")
     return UNet2DConditionModel(
         sample_size=32, in_channels=latent_channels, out_channels=latent_channels,
         block_out_channels=channels, layers_per_block=1,
