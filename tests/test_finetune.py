@@ -127,6 +127,8 @@ def test_finetune_trains_resumes_and_loads(setup, random_tiny_codec, tiny_comple
         assert changed
     assert not torch.equal(tuned.prompt_embeds, base.prompt_embeds)
     assert tuned.steps == 2 and tuned.context == base.context and tuned.een is not None
+    assert base.een_file == tiny_complement_dir / "een.safetensors" and tuned.een_file == out / "een.safetensors"
+    assert tuned.een_file.read_bytes() == base.een_file.read_bytes()  # the base's EEN, copied
     assert tuned.controlnets[0].inputs == base.controlnets[0].inputs
     assert tuned.card["stage"] == "finetune" and tuned.card["base_training"] == base.card
     assert tuned.card["lpips_net"] == "vgg" and set(tuned.card["loss_first_last_20"]) == {"loss", "l1", "lpips"}

@@ -103,6 +103,7 @@ class ComplementModels:
     card: dict = field(default_factory=dict)
     context: str = "masked"  # an inpainting UNet's context channels: "masked" latent or "interp"olated
     steps: int = 8  # the DDIM steps a method uses unless told otherwise
+    een_file: Path | None = None  # the file the EEN was loaded from (a weight set's copies carry it over)
 
     @property
     def downscale(self) -> int | None:
@@ -236,7 +237,8 @@ def load_weight_set(folder: str | Path | None = None, een: str | Path | None = N
     een_path = Path(een) if een else folder / manifest.get("een", "een.safetensors")
     een_net = load_een(een_path, device) if (een or een_path.is_file()) else None
     models = ComplementModels(manifest.get("name", folder.name), unet.to(device), specs, prompt.to(device),
-                              scheduler, een_net, manifest.get("training", {}), context, steps)
+                              scheduler, een_net, manifest.get("training", {}), context, steps,
+                              een_path if een_net is not None else None)
     _check(models, str(folder))
     return models
 

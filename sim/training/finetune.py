@@ -38,7 +38,7 @@ import torch
 from tqdm import tqdm
 
 from sim.complement.chain import conditioning, inpaint
-from sim.complement.models import MANIFEST, SHIPPED_TINY, load_weight_set, save_weight_set
+from sim.complement.models import SHIPPED_TINY, load_weight_set, save_weight_set
 from sim.errors import ConfigError
 from sim.training.codec import quantization_noise
 from sim.training.een import frozen_module
@@ -184,9 +184,8 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
             "loss_first_last_20": {k: [round(sum(v[:20]) / len(v[:20]), 4), round(sum(v[-20:]) / len(v[-20:]), 4)]
                                    for k, v in history.items() if v},
             "base_training": models.card}
-    een_file = source / json.loads((source / MANIFEST).read_text()).get("een", "een.safetensors")
-    if een_file.is_file() and een_file.resolve() != (out / "een.safetensors").resolve():
-        shutil.copy(een_file, out / "een.safetensors")
+    if models.een_file is not None and models.een_file.resolve() != (out / "een.safetensors").resolve():
+        shutil.copy(models.een_file, out / "een.safetensors")
     save_weight_set(out, models.unet, models.controlnets, null.detach(), models.scheduler_config, card,
                     name=models.name, context=models.context, steps=loop_steps)
     (out / "finetune_training.json").write_text(json.dumps(card, indent=2))
