@@ -43,9 +43,9 @@ from sim.errors import ConfigError, ModelLoadError
 
 __all__ = [
     "CONTEXTS", "CONTROL_INPUTS", "SD15_SCHEDULER", "SHIPPED_TINY", "SD15_DEFAULTS", "SD15_KEYS", "ControlSpec",
-    "ComplementModels", "TINY_CHANNELS", "tiny_unet", "tiny_controlnet", "inpainting_unet", "save_weight_set",
-    "load_weight_set", "load_sd15", "load_complement_models", "empty_prompt_embedding", "save_prompt_embeds", "latent_control",
-    "control_channels",
+    "ComplementModels", "TINY_CHANNELS", "check_unet_channels", "tiny_unet", "tiny_controlnet", "inpainting_unet",
+    "save_weight_set", "load_weight_set", "load_sd15", "load_complement_models", "empty_prompt_embedding",
+    "save_prompt_embeds", "latent_control", "control_channels",
 ]
 
 log = logging.getLogger(__name__)
@@ -128,18 +128,23 @@ def latent_control(scaled: torch.Tensor, lost: torch.Tensor, stride: int) -> tor
 TINY_CHANNELS = (48, 96, 128)
 
 
+def check_unet_channels(channels) -> tuple[int, ...]:
+    """``channels`` as a tuple if they are three multiples of 16 (one width per level), else ConfigError."""
+    channels = tuple(channels)
+    if len(channels) != 3 or any(not isinstance(c, int) or c < 16 or c % 16 for c in channels):
+        raise ConfigError(f"unet channels {','.join(map(str, channels))}: expected three multiples of 16 "
+                          f"(one per level), e.g. {','.join(map(str, TINY_CHANNELS))}")
+    return channels
+
+
 def tiny_unet(latent_channels: int = 4, cross_attention_dim: int = 64,
               channels: tuple[int, ...] = TINY_CHANNELS) -> UNet2DConditionModel:
     """The ``tiny`` latent UNet: ``channels`` (default 48/96/128, ≈ 4.6 M parameters) at 1, ½
     and ¼ of the latent resolution, one ResNet per level, attention at ¼ only (256 tokens for a
     64 × 64 latent)."""
-    channels = tuple(channels)
-    if len(channels) != 3 or any(not isinstance(c, int) or c < 16 or c % 16 for c in channels):
-        raise ConfigError(f"unet channels {','.join(map(str, channels))}: expected three multiples of 16 "
-                          f"(one per level), e.g. {','.join(map(str, TINY_CHANNELS))}")
     return UNet2DConditionModel(
         sample_size=32, in_channels=latent_channels, out_channels=latent_channels,
-        block_out_channels=channels, layers_per_block=1,
+        block_out_channels=check_unet_channels(channels), layers_per_block=1,
         down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=16,

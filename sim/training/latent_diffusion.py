@@ -43,9 +43,9 @@ from tqdm import tqdm
 from sim.complement.chain import masked_image, unet_context
 from sim.complement.een import canny_edges
 from sim.complement.latent_inpaint import inpaint_input, takes_mask
-from sim.complement.models import (CONTEXTS, SD15_SCHEDULER, TINY_CHANNELS, ControlSpec, control_channels,
-                                   inpainting_unet, latent_control, load_weight_set, save_weight_set,
-                                   tiny_controlnet, tiny_unet)
+from sim.complement.models import (CONTEXTS, SD15_SCHEDULER, TINY_CHANNELS, ControlSpec, check_unet_channels,
+                                   control_channels, inpainting_unet, latent_control, load_weight_set,
+                                   save_weight_set, tiny_controlnet, tiny_unet)
 from sim.training.een import frozen_module
 from sim.errors import ConfigError
 from sim.training.loop import lr_at
@@ -153,7 +153,7 @@ def train_latent_diffusion(images: str | Path, out: str | Path, codec: str = "ti
     if prediction_type not in ("epsilon", "v_prediction"):
         raise ConfigError(f"prediction_type = {prediction_type!r}: expected epsilon or v_prediction")
     if base is None:
-        tiny_unet(channels=unet_channels)  # bad widths fail here, before the codec loads
+        check_unet_channels(unet_channels)  # before the codec loads
     if not x0_weight_cap >= 1.0:
         raise ConfigError(f"x0_weight_cap = {x0_weight_cap!r}: expected a cap ≥ 1 (1 = plain ε-MSE)")
     model = load_model(codec, codec_weights, device)
