@@ -34,15 +34,21 @@ torch.backends.cudnn.allow_tf32 = True
 torch.backends.cudnn.benchmark = True
 
 # name: UNet widths, (stage 1, 2, 3 steps), seed of stages 1–2 (stage 3: 11 + seed), the
-# fraction of the time at which stages 1 and 2 must end. Stage 1 batch 96 (crop 128), stage 2
-# batch 96 (crop 160), stage 3 batch 16 (crop 256). "ft" is stage 3 alone from the set shipped
-# before (1800 steps). `wideB` is the shipped set.
+# fraction of the time at which stages 1 and 2 must end, stage-3 options beyond the defaults of
+# `stage3`. Stage 1 batch 96 (crop 128), stage 2 batch 96 (crop 160), stage 3 batch 16 (crop
+# 256). Widths None: stage 3 alone, from the set in SHIPPED_TINY when the run was made ("ft":
+# the CPU-trained set, git a10d583; the `lp*` runs: `wideB`, git f135e33). The `lp*` runs
+# (second GPU session) weigh the VGG-LPIPS term 1–30×, on the photos resized as
+# `--image-size 512` does (the folder carried then held them so, see README.md); `lp1` is the
+# shipped set.
 RUNS = {
-    "ft": (None, (0, 0, 1800), 10, (0, 0)),
-    "base": ((48, 96, 128), (1500, 1200, 700), 0, (0.30, 0.68)),
-    "wide": ((64, 128, 192), (1500, 1200, 700), 0, (0.30, 0.68)),
-    "wideA": ((64, 128, 192), (1500, 1000, 700), 1, (0.30, 0.68)),
-    "wideB": ((64, 128, 192), (1200, 800, 1000), 2, (0.30, 0.58)),
+    "ft": (None, (0, 0, 1800), 10, (0, 0), {}),
+    "base": ((48, 96, 128), (1500, 1200, 700), 0, (0.30, 0.68), {}),
+    "wide": ((64, 128, 192), (1500, 1200, 700), 0, (0.30, 0.68), {}),
+    "wideA": ((64, 128, 192), (1500, 1000, 700), 1, (0.30, 0.68), {}),
+    "wideB": ((64, 128, 192), (1200, 800, 1000), 2, (0.30, 0.58), {}),
+    **{f"lp{w}": (None, (0, 0, 1000), 20 + i, (0, 0), {"lpips_weight": float(w), "image_size": 512})
+       for i, w in enumerate((1, 3, 10, 30))},
 }
 NAME, DEADLINE, OUT = sys.argv[1], float(sys.argv[2]), Path(sys.argv[3])
 TRAIN = os.environ.get("TRAIN", ".dev/train55")
@@ -98,16 +104,16 @@ def stage2(out, steps, base, seed):
                                          controls=("edges",), een=EEN, save_every=10**9)
 
 
-def stage3(out, steps, weights, seed):
+def stage3(out, steps, weights, seed, **opts):
     return ft_mod.finetune_complement(TRAIN, out, weights=str(weights), steps=n(steps), device=DEV,
                                       batch=n(16), crop=256, lr=5e-5, loop_steps=2, augment=True, seed=seed,
-                                      save_every=10**9)
+                                      save_every=10**9, **opts)
 
 
-def run(label, fn, end, *args):
+def run(label, fn, end, *args, **opts):
     STAGE_END[0] = min(end, DEADLINE)
     t = time.time()
-    out = fn(*args)
+    out = fn(*args, **opts)
     card = next(json.loads((out / f).read_text()) for f in ("finetune_training.json", "diffusion_training.json")
                 if (out / f).exists())
     log(f"{label}: {DONE[0]} steps, loop {card['wall_s']} s, call {time.time() - t:.0f} s")
@@ -134,16 +140,16 @@ def pack(folder):
 
 
 def main():
-    ch, (n1, n2, n3), seed, (f1, f2) = RUNS[NAME]
+    ch, (n1, n2, n3), seed, (f1, f2), opts = RUNS[NAME]
     WORK.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     left = DEADLINE - t0
     if ch is None:
-        pack(run("stage 3", stage3, DEADLINE, WORK / "s3", n3, SHIPPED_TINY, 11 + seed))
+        pack(run("stage 3", stage3, DEADLINE, WORK / "s3", n3, SHIPPED_TINY, 11 + seed, **opts))
         return
     run("stage 1", stage1, t0 + f1 * left, WORK / "s1", n1, ch, seed)
     run("stage 2", stage2, t0 + f2 * left, WORK / "s2", n2, WORK / "s1", seed)
-    pack(run("stage 3", stage3, DEADLINE, WORK / "s3", n3, WORK / "s2", 11 + seed))
+    pack(run("stage 3", stage3, DEADLINE, WORK / "s3", n3, WORK / "s2", 11 + seed, **opts))
 
 
 if __name__ == "__main__":
