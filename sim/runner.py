@@ -15,7 +15,8 @@ the first pass (common random numbers), and adding an image, a policy or a sweep
 does not change the other transmissions' streams. No global RNG is used.
 
 Resume: records already in ``results.jsonl`` (same scenario: ``scenario.resolved.yaml``
-must match) are skipped; a group with some records is recomputed whole (so the batched
+must match; same model weights: the SHA-256 of the codec weights and of each complement
+weight set in ``provenance.json``, checked when records are to be added) are skipped; a group with some records is recomputed whole (so the batched
 decode is the same as in an uninterrupted run) and only its missing records are written.
 Failure on one transmission (any exception other than Ctrl-C) is logged as one line
 naming the image, policy and error, written as an ``error`` record, and the run goes on;
@@ -175,7 +176,7 @@ def _codec_card(cfg: CodecConfig, codec) -> dict:
     return card
 
 
-def _provenance(scenario: Scenario, codec_cards: list[dict]) -> dict:
+def _provenance(scenario: Scenario, codec_cards: list[dict], complement: list[dict]) -> dict:
     import torch
 
     cuda = None
@@ -193,7 +194,41 @@ def _provenance(scenario: Scenario, codec_cards: list[dict]) -> dict:
                      "processor": platform.processor() or None, "cpu_count": os.cpu_count(),
                      "torch_threads": torch.get_num_threads(), "cuda": cuda},
         "codecs": codec_cards,
+        "complement": complement,
     }
+
+
+def _fingerprints(run: dict) -> dict[str, str]:
+    """label → SHA-256 of the model weights one provenance run used (codecs and complement sets)."""
+    out = {}
+    for card in run.get("codecs") or ():
+        if card.get("weights_sha256"):
+            out[f"codec {card['model']}" + (f" ({card['weights']})" if card.get("weights") else "")] = \
+                card["weights_sha256"]
+    for c in run.get("complement") or ():
+        out[f"complement weights {c['name']} {c['options']}"] = c["sha256"]
+    return out
+
+
+def _check_models(out: Path, records: int, now: dict[str, str]) -> None:
+    """Refuse to add records made with other weights than those of ``out``'s records so far.
+
+    ``now``: this run's :func:`_fingerprints`; compared with the latest earlier run that names
+    each label (a fully resumed run builds no complement models, so it records none).
+    """
+    path = out / PROVENANCE_FILE
+    try:
+        runs = json.loads(path.read_text(encoding="utf-8")).get("runs", []) if path.exists() else []
+    except (ValueError, AttributeError):
+        runs = []
+    before: dict[str, str] = {}
+    for run in runs:
+        before.update(_fingerprints(run))
+    for label, sha in now.items():
+        if label in before and before[label] != sha:
+            raise ConfigError(f"{out}: its {records} record(s) were made with other model weights "
+                              f"({label}: sha256 {before[label][:12]}… then, {sha[:12]}… now); choose "
+                              f"another --out or delete {out / RESULTS_FILE} to start again")
 
 
 # ------------------------------------------------------------------------------ running
@@ -233,6 +268,10 @@ class _Cache:
         if name is None:
             return None
         return cfg, name, json.dumps(getattr(policy, "method_options", {}) or {}, sort_keys=True, default=str)
+
+    def complement_cards(self) -> list[dict]:
+        """The complement weight sets loaded so far: name, loading options, :meth:`digest`."""
+        return [{"name": m.name, "options": key, "sha256": m.digest()} for key, m in sorted(self.models.items())]
 
     def method(self, cfg: CodecConfig, policy):
         """The policy's complement method for this codec, built once (None for a policy without one)."""
@@ -486,14 +525,14 @@ def _load_lpips(out: Path, points, existing: list[dict]):
     return model
 
 
-def _write_provenance(path: Path, scenario: Scenario, cards: list[dict]) -> None:
+def _write_provenance(path: Path, run: dict) -> None:
     runs = []
     if path.exists():
         try:
             runs = json.loads(path.read_text(encoding="utf-8")).get("runs", [])
         except (ValueError, AttributeError):
             runs = []
-    runs.append(_provenance(scenario, cards))
+    runs.append(run)
     path.write_text(json.dumps({"runs": runs}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
@@ -537,7 +576,8 @@ def run_scenario(scenario: Scenario, out: str | Path | None = None, *, progress:
     Raises
     ------
     ConfigError
-        ``out`` holds results of another scenario; ``threads`` < 0.
+        ``out`` holds results of another scenario, or of other model weights (codec or
+        complement: their SHA-256 in ``provenance.json``); ``threads`` < 0.
     InputError, ModelLoadError
         An image, the codec weights or a complement method's weights cannot be read (before
         any transmission).
@@ -589,7 +629,10 @@ def _run_scenario(scenario: Scenario, out, progress: bool) -> RunReport:
         _build_methods(cache, scenario, points)  # weights errors surface before any work, too
         cache.lpips = _load_lpips(out, points, existing)
         stages["load"] += time.perf_counter() - t0
-    _write_provenance(out / PROVENANCE_FILE, scenario, cache.cards)
+    run = _provenance(scenario, cache.cards, cache.complement_cards())
+    if existing and report.skipped < report.total:  # records are to be added to them
+        _check_models(out, len(existing), _fingerprints(run))
+    _write_provenance(out / PROVENANCE_FILE, run)
 
     bar = tqdm(total=report.total, initial=report.skipped, disable=not progress, file=sys.stderr,
                unit="tx", desc=scenario.name, dynamic_ncols=True)

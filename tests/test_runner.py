@@ -208,6 +208,54 @@ def test_other_scenario_in_the_same_folder_is_refused(scenario_file, reference, 
         run(scenario_file, out, overrides=["link.delay_s=0.5"])
 
 
+def test_resume_with_other_codec_weights_is_refused_but_a_finished_run_is_not(scenario_file, weights,
+                                                                               tmp_path):
+    import torch
+
+    from sim.codec.tiny import save_tiny
+
+    codec = tmp_path / "codec.safetensors"
+    shutil.copy(weights, codec)
+    sc = tmp_path / "sc.yaml"
+    data = yaml.safe_load(scenario_file.read_text())
+    sc.write_text(yaml.safe_dump({**data, "codec": {"weights": str(codec)}}))
+    out = tmp_path / "out"
+    assert run(sc, out).written == 12
+    run(sc, out)  # finished: nothing to add, nothing checked beyond the scenario
+    lines = (out / "results.jsonl").read_text().splitlines(keepends=True)
+    (out / "results.jsonl").write_text("".join(lines[:6]))
+    other = random_tiny_autoencoder()
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    save_tiny(other, codec, {"note": "retrained in place"})
+    with pytest.raises(ConfigError, match=r"its 6 record\(s\) were made with other model weights \(codec tiny "):
+        run(sc, out)
+    assert len(read_records(out / "results.jsonl")) == 6  # nothing lost
+    shutil.copy(weights, codec)  # the weights of the records: resumes
+    assert run(sc, out).written == 6
+
+
+def test_resume_with_other_complement_weights_is_refused(learned_file, tiny_complement_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = shutil.copytree(tiny_complement_dir, tmp_path / "set")
+    data = yaml.safe_load(learned_file.read_text())
+    data["policies"] = ["resend", {"kind": "complement", "method": "learned",
+                                   "method_options": {"weights": str(folder), "steps": 1}}]
+    learned_file.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    assert run(learned_file, out).written == 4
+    prov = json.loads((out / "provenance.json").read_text())["runs"]
+    assert [len(c["sha256"]) for c in prov[0]["complement"]] == [64]
+    (out / "results.jsonl").write_text("".join((out / "results.jsonl").read_text().splitlines(True)[:2]))
+    null = load_file(folder / "null_embedding.safetensors")
+    save_file({k: v + 1e-3 for k, v in null.items()}, folder / "null_embedding.safetensors")
+    with pytest.raises(ConfigError, match="made with other model weights \\(complement weights tiny "):
+        run(learned_file, out)
+    save_file(null, folder / "null_embedding.safetensors")
+    assert run(learned_file, out).written == 2
+
+
 def test_cli_run_writes_outputs_and_summary_regenerates(scenario_file, tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["run", str(scenario_file), "--out", str(out), "--set", "sweep.channel.loss=[0.2]",
