@@ -21,12 +21,10 @@ from pathlib import Path
 import yaml
 
 from sim.errors import InputError
-from sim.results import RESULTS_FILE, derived_fields, latest_records, read_records
+from sim.results import PROVENANCE_FILE, RESOLVED_FILE, RESULTS_FILE, derived_fields, latest_records, read_records
 
 __all__ = ["ReportData", "PointInfo", "load_report_data", "LOSS_AXIS_KEYS", "fmt_value"]
 
-RESOLVED_FILE = "scenario.resolved.yaml"  # as sim.runner writes them
-PROVENANCE_FILE = "provenance.json"
 
 # swept channel parameters that can serve as the report's x axis, in order of preference
 LOSS_AXIS_KEYS = ("channel.loss", "channel.ber", "channel.ebn0_db", "channel.snr_db",

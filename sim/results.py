@@ -38,6 +38,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
+RESOLVED_FILE = "scenario.resolved.yaml"   # the scenario as run (sim.runner)
+PROVENANCE_FILE = "provenance.json"        # one entry per run (sim.provenance)
 SUMMARY_FILE = "summary.csv"   # deterministic metrics
 TIMINGS_FILE = "timings.csv"   # wall-clock metrics (the records' wall.*), same columns
 # fields that identify a record rather than measure it (never summarised)

@@ -43,13 +43,8 @@ on a shared CPU the complement models ran 5–8× *slower* with 2 threads than w
 
 from __future__ import annotations
 
-import datetime
-import hashlib
 import json
 import logging
-import os
-import platform
-import subprocess
 import sys
 import time
 import zlib
@@ -60,16 +55,14 @@ import numpy as np
 
 from sim.errors import ConfigError, InputError, LatentcastError, ModelLoadError
 from sim.metrics import quality
-from sim.results import RESULTS_FILE, ResultsWriter, read_records, write_summaries
+from sim.provenance import append_run, check_weights, codec_card, run_entry
+from sim.results import RESOLVED_FILE, RESULTS_FILE, ResultsWriter, read_records, write_summaries
 from sim.scenario import CodecConfig, ImagesConfig, Scenario
 
-__all__ = ["run_scenario", "RunReport", "load_images", "transmission_rng", "RESOLVED_FILE",
-           "PROVENANCE_FILE"]
+__all__ = ["run_scenario", "RunReport", "load_images", "transmission_rng"]
 
 log = logging.getLogger(__name__)
 
-RESOLVED_FILE = "scenario.resolved.yaml"
-PROVENANCE_FILE = "provenance.json"
 
 
 @dataclass
@@ -111,124 +104,6 @@ def load_images(images: ImagesConfig, source: str = "<scenario>") -> list[tuple[
     except LatentcastError as err:
         raise InputError(f"{source}: images.source = {images.source!r}: {err}") from None
     return out
-
-
-# --------------------------------------------------------------------------- provenance
-
-
-def _git_commit() -> dict | None:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": commit, "dirty": bool(dirty)}
-
-
-def _versions() -> dict:
-    from importlib import metadata
-
-    out = {}
-    for dist in ("latentcast", "numpy", "scipy", "torch", "simpy", "pyyaml", "scikit-image",
-                 "pillow", "safetensors", "constriction", "diffusers"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    if out["latentcast"] is None:  # running from a checkout that is not pip-installed
-        from sim import __version__
-
-        out["latentcast"] = __version__
-    return out
-
-
-def _sha256(path: Path) -> str | None:
-    try:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
-    except OSError:
-        return None
-
-
-def _codec_card(cfg: CodecConfig, codec) -> dict:
-    card = {"model": cfg.model, "weights": cfg.weights, "quantizer": cfg.quantizer_dict(),
-            "entropy": cfg.entropy, "device": cfg.device,
-            "training": getattr(codec.model, "training", None) or None}
-    weights = Path(cfg.weights) if cfg.weights else None
-    if cfg.model == "tiny":
-        from sim.codec.tiny import SHIPPED_WEIGHTS
-
-        weights = weights or SHIPPED_WEIGHTS
-        if weights.is_dir():
-            weights = weights / SHIPPED_WEIGHTS.name
-    if weights is not None and weights.is_file():
-        card["weights_file"] = str(weights)
-        card["weights_sha256"] = _sha256(weights)
-        model_card = weights.parent / "MODEL_CARD.md"
-        if model_card.is_file():
-            card["model_card"] = str(model_card)
-    return card
-
-
-def _provenance(scenario: Scenario, codec_cards: list[dict], complement: list[dict]) -> dict:
-    import torch
-
-    cuda = None
-    if torch.cuda.is_available():
-        cuda = torch.cuda.get_device_name(0)
-    return {
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "scenario": scenario.name,
-        "seed": scenario.seed,
-        "argv": sys.argv,
-        "git": _git_commit(),
-        "packages": _versions(),
-        "python": platform.python_version(),
-        "hardware": {"platform": platform.platform(), "machine": platform.machine(),
-                     "processor": platform.processor() or None, "cpu_count": os.cpu_count(),
-                     "torch_threads": torch.get_num_threads(), "cuda": cuda},
-        "codecs": codec_cards,
-        "complement": complement,
-    }
-
-
-def _fingerprints(run: dict) -> dict[str, str]:
-    """label → SHA-256 of the model weights one provenance run used (codecs and complement sets)."""
-    out = {}
-    for card in run.get("codecs") or ():
-        if card.get("weights_sha256"):
-            out[f"codec {card['model']}" + (f" ({card['weights']})" if card.get("weights") else "")] = \
-                card["weights_sha256"]
-    for c in run.get("complement") or ():
-        out[f"complement weights {c['name']} {c['options']}"] = c["sha256"]
-    return out
-
-
-def _check_models(out: Path, records: int, now: dict[str, str]) -> None:
-    """Refuse to add records made with other weights than those of ``out``'s records so far.
-
-    ``now``: this run's :func:`_fingerprints`; compared with the latest earlier run that names
-    each label (a fully resumed run builds no complement models, so it records none).
-    """
-    path = out / PROVENANCE_FILE
-    try:
-        runs = json.loads(path.read_text(encoding="utf-8")).get("runs", []) if path.exists() else []
-    except (ValueError, AttributeError):
-        runs = []
-    before: dict[str, str] = {}
-    for run in runs:
-        before.update(_fingerprints(run))
-    for label, sha in now.items():
-        if label in before and before[label] != sha:
-            raise ConfigError(f"{out}: its {records} record(s) were made with other model weights "
-                              f"({label}: sha256 {before[label][:12]}… then, {sha[:12]}… now); choose "
-                              f"another --out or delete {out / RESULTS_FILE} to start again")
 
 
 # ------------------------------------------------------------------------------ running
@@ -303,7 +178,7 @@ class _Cache:
             from sim.codec import load_codec
 
             self.codecs[cfg] = load_codec(**cfg.load_kwargs())
-            self.cards.append(_codec_card(cfg, self.codecs[cfg]))
+            self.cards.append(codec_card(cfg, self.codecs[cfg]))
         return self.codecs[cfg]
 
     def prepare(self, cfg: CodecConfig, key: tuple, image: np.ndarray):
@@ -525,17 +400,6 @@ def _load_lpips(out: Path, points, existing: list[dict]):
     return model
 
 
-def _write_provenance(path: Path, run: dict) -> None:
-    runs = []
-    if path.exists():
-        try:
-            runs = json.loads(path.read_text(encoding="utf-8")).get("runs", [])
-        except (ValueError, AttributeError):
-            runs = []
-    runs.append(run)
-    path.write_text(json.dumps({"runs": runs}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
 def _build_methods(cache: _Cache, scenario: Scenario, points) -> None:
     """Every policy's complement method, built before any transmission (one line on failure)."""
     for p in points:
@@ -629,10 +493,10 @@ def _run_scenario(scenario: Scenario, out, progress: bool) -> RunReport:
         _build_methods(cache, scenario, points)  # weights errors surface before any work, too
         cache.lpips = _load_lpips(out, points, existing)
         stages["load"] += time.perf_counter() - t0
-    run = _provenance(scenario, cache.cards, cache.complement_cards())
+    run = run_entry(scenario, cache.cards, cache.complement_cards())
     if existing and report.skipped < report.total:  # records are to be added to them
-        _check_models(out, len(existing), _fingerprints(run))
-    _write_provenance(out / PROVENANCE_FILE, run)
+        check_weights(out, len(existing), run)
+    append_run(out, run)
 
     bar = tqdm(total=report.total, initial=report.skipped, disable=not progress, file=sys.stderr,
                unit="tx", desc=scenario.name, dynamic_ncols=True)

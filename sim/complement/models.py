@@ -113,18 +113,16 @@ class ComplementModels:
 
     def digest(self) -> str:
         """SHA-256 of every weight and setting that shapes the output (tensors as loaded, so the
-        same for a set whichever files or precision it came from): a run resumed with other
-        weights is refused on it (:mod:`sim.runner`)."""
-        h = hashlib.sha256(json.dumps([self.scheduler_config, self.context,
-                                       [(c.inputs, c.scale) for c in self.controlnets]],
-                                      sort_keys=True, default=str).encode())
+        same for a set whichever files it came from): a run resumed with other weights is
+        refused on it (:mod:`sim.provenance`)."""
+        from sim.provenance import state_digest
+
         nets = [("unet", self.unet)] + [(f"controlnet{i}", c.net) for i, c in enumerate(self.controlnets)]
         nets += [("een", self.een)] if self.een is not None else []
-        tensors = [(f"{n}.{k}", v) for n, m in nets for k, v in m.state_dict().items()]
-        for name, t in tensors + [("prompt_embeds", self.prompt_embeds)]:
-            h.update(name.encode())
-            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-        return h.hexdigest()
+        state = {f"{n}.{k}": v for n, m in nets for k, v in m.state_dict().items()}
+        settings = [self.scheduler_config, self.context, [(c.inputs, c.scale) for c in self.controlnets]]
+        return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()
+                              + state_digest({**state, "prompt_embeds": self.prompt_embeds}).encode()).hexdigest()
 
 
 def latent_control(scaled: torch.Tensor, lost: torch.Tensor, stride: int) -> torch.Tensor:
