@@ -329,6 +329,14 @@ def _provenance_blocks(data) -> list:
     if cards:
         blocks.append(("table", ["model", "weights", "file", "sha256 (16)", "quantizer", "entropy", "training",
                                  "model card"], cards))
+    sets = []
+    for r in runs:
+        for c in r.get("complement") or []:
+            row = [str(c.get("name")), str(c.get("options")), str(c.get("sha256") or "—")[:16]]
+            if row not in sets:
+                sets.append(row)
+    if sets:
+        blocks.append(("table", ["complement weights", "loaded with", "sha256 of the tensors (16)"], sets))
     return blocks
 
 

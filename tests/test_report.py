@@ -181,6 +181,7 @@ def test_report_files_and_content(built):
     assert "| 0.2 | complement | 6 | 23.00 ± 0.66 |" in md
     assert "complete: all 36 planned records" in md
     assert "0123456789abcdef" in md and "channel.loss: [0.0, 0.1, 0.2]" in md   # provenance, scenario
+    assert "| tiny | [('weights', \"'tiny'\")] | fedcba9876543210 |" in md  # complement weights, hash
     figs = {p.name for p in written["figures"]}
     assert {"crossover.png", "quality.png", "bytes.png", "latency.png", "pareto.png", "channel.png",
             "examples_a.png"} <= figs and "examples_b.png" not in figs   # max_images=1: first image only
