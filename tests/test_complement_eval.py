@@ -105,7 +105,17 @@ def test_more_masks_are_the_runs_of_the_next_seeds_and_pair_up(smooth_images, co
     d = np.array([psnr[i, m, "zero"] - psnr[i, m, "interp"] for i, m, name in psnr if name == "zero"])
     half = t.ppf(0.975, 3) * d.std(ddof=1) / 2
     assert row["d_psnr"] == pytest.approx({"mean": d.mean(), "lo": d.mean() - half, "hi": d.mean() + half, "n": 4})
+    # over images: the t-interval of the two per-image mean differences (1 degree of freedom)
+    e = np.array([np.mean([psnr[i, m, "zero"] - psnr[i, m, "interp"] for m in (0, 1)])
+                  for i in dict.fromkeys(i for i, _, _ in psnr)])
+    half = t.ppf(0.975, 1) * e.std(ddof=1) / np.sqrt(2)
+    assert row["d_psnr_images"] == pytest.approx({"mean": e.mean(), "lo": e.mean() - half, "hi": e.mean() + half,
+                                                  "n": 2})
+    assert row["d_lpips_images"] is None and "d_psnr_images" not in first["rows"][1]  # one mask: none
     assert both["settings"]["masks"] == 2 and both["settings"]["versus"] == "interp"
+    assert main(args(smooth_images, codec_weights, "--seed", "3", "--masks", "2")) == 0
+    table = capsys.readouterr().out
+    assert "ΔPSNR, over images |" in table and "(n = 2 images)" in table
 
 
 def test_paired_difference_closed_form():

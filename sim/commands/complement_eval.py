@@ -187,7 +187,10 @@ def evaluate(codec, images, losses, methods: dict, layout: str = "tile", tile: i
     Returns ``{"rows": [...], "images": [...], "grid": [...]}``: ``rows`` one per (loss, method)
     with means over the images and ``masks`` mask draws (seeds ``seed`` … ``seed + masks − 1``;
     ``resend`` first at each loss) and, where ``versus`` names one of ``methods``, the paired
-    differences to it (:func:`paired_difference`); ``images`` the per-(image, mask) values;
+    differences to it (:func:`paired_difference`): ``d_psnr``, ``d_lpips`` over the (image, mask)
+    pairs (an interval for these images), and with ``masks`` > 1 ``d_psnr_images``,
+    ``d_lpips_images`` over the per-image means (n = the images: an interval for images like
+    them); ``images`` the per-(image, mask) values;
     ``grid`` the pictures of ``grid_method`` at the middle loss rate, first mask (for
     :func:`write_grid`).
     """
@@ -249,9 +252,20 @@ def evaluate(codec, images, losses, methods: dict, layout: str = "tile", tile: i
             if versus in methods and mname not in ("resend", versus):
                 row["versus"] = versus
                 for k in ("psnr", "lpips"):
-                    row[f"d_{k}"] = paired_difference([(r[k], ref[r["image"], r["mask"]][k]) for r in sel])
+                    pairs = [(r["image"], r[k], ref[r["image"], r["mask"]][k]) for r in sel]
+                    row[f"d_{k}"] = paired_difference([p[1:] for p in pairs])
+                    if masks > 1:
+                        row[f"d_{k}_images"] = paired_difference(_image_means(pairs))
             rows.append(row)
     return {"rows": rows, "images": per_image, "grid": grid}
+
+
+def _image_means(pairs) -> list[tuple]:
+    """[(image, a, b)] → [(mean a, mean b)] per image, in first-seen order (None where a value is)."""
+    groups: dict = {}
+    for image, a, b in pairs:
+        groups.setdefault(image, []).append((a, b))
+    return [(None, None) if any(v is None for p in g for v in p) else tuple(np.mean(g, axis=0)) for g in groups.values()]
 
 
 def paired_difference(pairs) -> dict | None:
@@ -328,20 +342,30 @@ def _fmt_diff(d, nd) -> str:
 
 def format_table(result: dict) -> str:
     versus = next((r["versus"] for r in result["rows"] if "versus" in r), None)
+    over_images = any("d_psnr_images" in r for r in result["rows"])
     head = "| loss | method | cells lost | PSNR dB | SSIM | LPIPS | edge F1 | ms/image |"
     if versus:
         head += f" ΔPSNR vs {versus} | ΔLPIPS vs {versus} |"
+    if over_images:
+        head += " ΔPSNR, over images | ΔLPIPS, over images |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in result["rows"]:
         cells = [f"{r['loss']:g}", r["method"], _fmt(r["lost_share"], 1, 100) + " %", _fmt(r["psnr"]),
                  _fmt(r["ssim"], 3), _fmt(r["lpips"], 3), _fmt(r["edge_f1"], 3), _fmt(r["time_s"], 0, 1000)]
         if versus:
             cells += [_fmt_diff(r.get("d_psnr"), 2), _fmt_diff(r.get("d_lpips"), 4)]
+        if over_images:
+            cells += [_fmt_diff(r.get("d_psnr_images"), 2), _fmt_diff(r.get("d_lpips_images"), 4)]
         lines.append("| " + " | ".join(cells) + " |")
     if versus:
         n = {r["n"] for r in result["rows"]}
         lines.append(f"\nΔ: mean paired difference to {versus} over the same (image, mask) pairs (n = "
                      f"{'/'.join(map(str, sorted(n)))}), 95 % t-interval in brackets; LPIPS: lower is better.")
+        if over_images:
+            k = {r["d_psnr_images"]["n"] for r in result["rows"] if r.get("d_psnr_images")}
+            lines.append(f"The (image, mask) interval holds for these images under random masks; \"over images\" "
+                         f"is the t-interval of the per-image mean differences (n = "
+                         f"{'/'.join(map(str, sorted(k)))} images): what to expect of other images like them.")
     return "\n".join(lines)
 
 
