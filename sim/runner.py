@@ -16,8 +16,9 @@ does not change the other transmissions' streams. No global RNG is used.
 
 Resume: records already in ``results.jsonl`` (same scenario: ``scenario.resolved.yaml``
 must match; same model weights: the SHA-256 of the codec weights and of each complement
-weight set in ``provenance.json``, checked when records are to be added) are skipped; a group with some records is recomputed whole (so the batched
-decode is the same as in an uninterrupted run) and only its missing records are written.
+weight set in ``provenance.json``, checked when records are to be added) are skipped; a
+group with some records is recomputed whole (so the batched decode is the same as in an
+uninterrupted run) and only its missing records are written.
 Failure on one transmission (any exception other than Ctrl-C) is logged as one line
 naming the image, policy and error, written as an ``error`` record, and the run goes on;
 error records are retried by the next run of the same scenario.
@@ -62,7 +63,6 @@ from sim.scenario import CodecConfig, ImagesConfig, Scenario
 __all__ = ["run_scenario", "RunReport", "load_images", "transmission_rng"]
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass

@@ -265,7 +265,8 @@ def _image_means(pairs) -> list[tuple]:
     groups: dict = {}
     for image, a, b in pairs:
         groups.setdefault(image, []).append((a, b))
-    return [(None, None) if any(v is None for p in g for v in p) else tuple(np.mean(g, axis=0)) for g in groups.values()]
+    return [(None, None) if any(v is None for p in g for v in p) else tuple(np.mean(g, axis=0))
+            for g in groups.values()]
 
 
 def paired_difference(pairs) -> dict | None:
