@@ -13,7 +13,8 @@ the planned one, not the one reached. The result is an fp16 copy of the final we
 tarred into OUTDIR (split into 15 MB parts, the device tool's file limit).
 
 Environment: ``TRAIN`` (the image folder, default ``.dev/train55``), ``DEV`` (default
-``cuda``), ``SCALE`` (multiplies steps and batches: a CPU smoke test uses 0.005).
+``cuda``), ``SCALE`` (multiplies steps and batches: a CPU smoke test uses 0.005), ``BASE`` (the
+weight set a stage-3-only run starts from, checked against ``STAGE3_BASE``).
 """
 import json
 import os
@@ -36,11 +37,10 @@ torch.backends.cudnn.benchmark = True
 # name: UNet widths, (stage 1, 2, 3 steps), seed of stages 1–2 (stage 3: 11 + seed), the
 # fraction of the time at which stages 1 and 2 must end, stage-3 options beyond the defaults of
 # `stage3`. Stage 1 batch 96 (crop 128), stage 2 batch 96 (crop 160), stage 3 batch 16 (crop
-# 256). Widths None: stage 3 alone, from the set in SHIPPED_TINY when the run was made ("ft":
-# the CPU-trained set, git a10d583; the `lp*` runs: `wideB`, git f135e33). The `lp*` runs
-# (second GPU session) weigh the VGG-LPIPS term 1–30×, on the photos resized as
-# `--image-size 512` does (the folder carried then held them so, see README.md); `lp1` is the
-# shipped set.
+# 256). Widths None: stage 3 alone, from the weight set of `STAGE3_BASE` (the one shipped when
+# the run was made). The `lp*` runs (second GPU session) weigh the VGG-LPIPS term 1–30×, on the
+# photos resized as `--image-size 512` does (the folder carried then held them so, see
+# README.md); `lp1` is the shipped set.
 RUNS = {
     "ft": (None, (0, 0, 1800), 10, (0, 0), {}),
     "base": ((48, 96, 128), (1500, 1200, 700), 0, (0.30, 0.68), {}),
@@ -49,6 +49,14 @@ RUNS = {
     "wideB": ((64, 128, 192), (1200, 800, 1000), 2, (0.30, 0.58), {}),
     **{f"lp{w}": (None, (0, 0, 1000), 20 + i, (0, 0), {"lpips_weight": float(w), "image_size": 512})
        for i, w in enumerate((1, 3, 10, 30))},
+}
+# stage-3-only runs: the git commit of the set they start from and its ComplementModels.digest();
+# `BASE` (default: the shipped folder) must hold that set, e.g. after `mkdir -p /tmp/base && git archive
+# f135e33 sim/complement/weights/tiny | tar -x -C /tmp/base`, BASE=/tmp/base/sim/complement/weights/tiny
+STAGE3_BASE = {
+    "ft": ("a10d583", "fa158d6d9868be0260af34653a4d3c51d40aa755bf1b4e2fc624730110546f26"),
+    **{f"lp{w}": ("f135e33", "bef55da738725ef40b96868135bc01de54903eab21854d2a1711dd0da08a22b7")
+       for w in (1, 3, 10, 30)},
 }
 NAME, DEADLINE, OUT = sys.argv[1], float(sys.argv[2]), Path(sys.argv[3])
 TRAIN = os.environ.get("TRAIN", ".dev/train55")
@@ -145,7 +153,13 @@ def main():
     t0 = time.time()
     left = DEADLINE - t0
     if ch is None:
-        pack(run("stage 3", stage3, DEADLINE, WORK / "s3", n3, SHIPPED_TINY, 11 + seed, **opts))
+        base = Path(os.environ.get("BASE", SHIPPED_TINY))
+        commit, digest = STAGE3_BASE[NAME]
+        if load_weight_set(base).digest() != digest:
+            sys.exit(f"{NAME} starts from the set at git {commit}; {base} holds another. Extract it: "
+                     f"mkdir -p /tmp/base && git archive {commit} sim/complement/weights/tiny | tar -x -C "
+                     f"/tmp/base, then BASE=/tmp/base/sim/complement/weights/tiny")
+        pack(run("stage 3", stage3, DEADLINE, WORK / "s3", n3, base, 11 + seed, **opts))
         return
     run("stage 1", stage1, t0 + f1 * left, WORK / "s1", n1, ch, seed)
     run("stage 2", stage2, t0 + f2 * left, WORK / "s2", n2, WORK / "s1", seed)
