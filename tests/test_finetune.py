@@ -153,6 +153,22 @@ def test_finetune_is_seeded(setup, tiny_complement_dir, tmp_path):
     assert a.card["lpips_net"] is None
 
 
+def test_denoise_weight_also_trains_the_denoising_step(setup, tiny_complement_dir, tmp_path):
+    """With denoise_weight the CDS output's loss joins the objective: same seed, other weights."""
+    images, kw = setup
+    runs = {w: load_weight_set(finetune_complement(images, tmp_path / f"w{w}", weights=tiny_complement_dir, steps=2,
+                                                   lpips_weight=0.0, denoise_weight=w, **kw)) for w in (0.0, 1.0)}
+    plain, both = runs[0.0].unet.state_dict(), runs[1.0].unet.state_dict()
+    assert not all(torch.equal(v, both[k]) for k, v in plain.items())
+    card = runs[1.0].card
+    assert card["denoise_weight"] == 1.0 and runs[0.0].card["denoise_weight"] == 0.0
+    first, last = card["loss_first_last_20"]["denoise"]
+    assert np.isfinite([first, last]).all() and first > 0
+    assert "denoise" not in runs[0.0].card["loss_first_last_20"]
+    ckpt = torch.load(tmp_path / "w1.0" / "checkpoint_finetune.pt", weights_only=True)
+    assert len(ckpt["history_denoise"]) == 2 and len(ckpt["history_loss"]) == 2
+
+
 def test_finetune_refuses_bad_settings(setup, tiny_complement_dir, tmp_path, monkeypatch):
     images, kw = setup
     with pytest.raises(ConfigError, match="not both 0"):
@@ -161,6 +177,8 @@ def test_finetune_refuses_bad_settings(setup, tiny_complement_dir, tmp_path, mon
         finetune_complement(images, tmp_path / "x", weights=tiny_complement_dir, steps=0, **kw)
     with pytest.raises(ConfigError, match="edge_dropout"):
         finetune_complement(images, tmp_path / "x", weights=tiny_complement_dir, edge_dropout=2.0, **kw)
+    with pytest.raises(ConfigError, match="denoise_weight = -1"):
+        finetune_complement(images, tmp_path / "x", weights=tiny_complement_dir, denoise_weight=-1, **kw)
     with pytest.raises(ConfigError, match="crop = 40"):
         finetune_complement(images, tmp_path / "x", weights=tiny_complement_dir, perceptual=_l2_loss,
                             **{**kw, "crop": 40})
@@ -187,7 +205,9 @@ def test_train_finetune_command(setup, tiny_complement_dir, tmp_path):
     common = ["--images", str(images), "--codec-weights", kw["codec_weights"], "--crop", "64", "--batch", "1",
               "--weights", str(tiny_complement_dir)]
     assert main(["train", "finetune", *common, "--out", str(tmp_path / "run"), "--steps", "1",
-                 "--lpips-weight", "0", "--loop-steps", "1", "--augment", "--image-size", "64"]) == 0
+                 "--lpips-weight", "0", "--loop-steps", "1", "--augment", "--image-size", "64",
+                 "--denoise-weight", "0.5"]) == 0
     models = load_weight_set(tmp_path / "run")
     assert models.steps == 1 and models.card["steps"] == 1 and models.card["lr"] == 5e-5
     assert models.card["augment"] is True and models.card["image_size"] == 64
+    assert models.card["denoise_weight"] == 0.5

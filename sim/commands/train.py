@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=None, metavar="N",
                    help="finetune: resize every training image so its shorter side is N pixels before cropping "
                         "(the scale complement-eval --size N sees; default: multi-scale crops of the originals)")
+    p.add_argument("--denoise-weight", type=float, default=0.0, metavar="W",
+                   help="finetune: also train the Canny-based denoising step (learned-denoise) on the "
+                        "inpainted latents, its L1 + LPIPS weighted W (default 0: inpainting only)")
     p.add_argument("--unet-steps", type=int, default=3000, help="diffusion stage 1 steps (default 3000)")
     p.add_argument("--controlnet-steps", type=int, default=1500, help="diffusion stage 2 steps (default 1500)")
     p.add_argument("--controlnet-lr", type=float, default=5e-4, help="diffusion stage 2 peak lr (default 5e-4)")
@@ -98,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
                                    codec=args.codec, codec_weights=args.codec_weights, device=args.device,
                                    batch=batch, crop=args.crop, lr=args.lr or 5e-5, l1_weight=args.l1_weight,
                                    lpips_weight=args.lpips_weight, loop_steps=args.loop_steps, augment=args.augment,
-                                   image_size=args.image_size, seed=args.seed)
+                                   image_size=args.image_size, denoise_weight=args.denoise_weight, seed=args.seed)
     else:
         from sim.training.latent_diffusion import train_latent_diffusion
 

@@ -23,7 +23,8 @@ import torch
 from sim.complement.fill import harmonic_fill
 from sim.complement.latent_inpaint import Control, denoise_latents, takes_mask
 
-__all__ = ["masked_image", "holed_image", "edge_map", "conditioning", "unet_context", "control_images", "inpaint"]
+__all__ = ["masked_image", "holed_image", "edge_map", "conditioning", "unet_context", "control_images", "inpaint",
+           "denoise"]
 
 
 def masked_image(decoded: torch.Tensor, lost: torch.Tensor) -> torch.Tensor:
@@ -126,3 +127,18 @@ def inpaint(models, z: torch.Tensor, lost: torch.Tensor, edges, image, generator
                            models.prompt_embeds if prompt_embeds is None else prompt_embeds, generator,
                            controls=controls, keep=1 - lost, steps=steps, strength=strength, eta=eta,
                            guidance_scale=guidance_scale, context=filled if interp_context else None)
+
+
+def denoise(models, scaled: torch.Tensor, lost: torch.Tensor, edges, image, generator: torch.Generator, *,
+            stride: int, steps: int, strength: float, eta: float = 0.0, guidance_scale: float = 1.0,
+            prompt_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """The Canny-based denoising step (CDS): ``steps`` DDIM steps over every cell of the scaled
+    latents, from t ≈ ``strength`` × T, conditioned on the edges only (every cell counts as
+    lost). Differentiable like :func:`inpaint`.
+    """
+    total = max(steps, round(steps / strength))
+    controls = control_images(models.controlnets, scaled, lost, edges, image, "denoise", stride)
+    return denoise_latents(models.unet, models.scheduler_config, scaled,
+                           models.prompt_embeds if prompt_embeds is None else prompt_embeds, generator,
+                           controls=controls, keep=None, steps=total, strength=steps / total, eta=eta,
+                           guidance_scale=guidance_scale)

@@ -62,6 +62,10 @@ def _warmup_case(shape) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros(tuple(shape), dtype=np.float32), missing
 
 
+# the Canny-based denoising step's defaults (also what `train finetune --denoise-weight` trains)
+DENOISE_STRENGTH, DENOISE_STEPS = 0.2, 2
+
+
 class LearnedComplement:
     """EEN edges + ControlNet latent inpainting (+ Canny-based denoising step) for one codec.
 
@@ -94,8 +98,9 @@ class LearnedComplement:
     needs_codec = True
 
     def __init__(self, codec, models, steps: int | None = None, strength: float = 1.0, edges: bool = True,
-                 denoise: bool = False, denoise_strength: float = 0.2, denoise_steps: int = 2,
-                 guidance_scale: float = 1.0, eta: float = 0.0, name: str = "learned"):
+                 denoise: bool = False, denoise_strength: float = DENOISE_STRENGTH,
+                 denoise_steps: int = DENOISE_STEPS, guidance_scale: float = 1.0, eta: float = 0.0,
+                 name: str = "learned"):
         self.codec, self.models, self.name = codec, models, name
         self.steps = models.steps if steps is None else steps
         self.strength, self.edges, self.denoise = strength, edges, denoise
@@ -138,8 +143,7 @@ class LearnedComplement:
     def _run(self, latent, missing, generator) -> dict:
         import torch
 
-        from sim.complement.chain import conditioning, control_images, inpaint
-        from sim.complement.latent_inpaint import denoise_latents
+        from sim.complement.chain import conditioning, denoise, inpaint
 
         out, missing = check_inputs(latent, missing, f"complement {self.name}")
         c = out.shape[0]
@@ -164,12 +168,8 @@ class LearnedComplement:
                              steps=self.steps, strength=self.strength, **loop)
         # 3. Canny-based denoising step over the whole latent
         if self.denoise:
-            total = max(self.denoise_steps, round(self.denoise_steps / self.denoise_strength))
-            controls = control_images(self.models.controlnets, scaled, lost, edges, image, "denoise",
-                                      _stride(self.codec))
-            scaled = denoise_latents(self.models.unet, self.models.scheduler_config, scaled,
-                                     self.models.prompt_embeds, controls=controls, keep=None, steps=total,
-                                     strength=self.denoise_steps / total, **loop)
+            scaled = denoise(self.models, scaled, lost, edges, image, stride=_stride(self.codec),
+                             steps=self.denoise_steps, strength=self.denoise_strength, **loop)
         repaired = (scaled / sf)[0].float().cpu().numpy()
         if self.denoise:
             out = repaired.astype(np.float32)

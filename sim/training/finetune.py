@@ -37,7 +37,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sim.complement.chain import conditioning, inpaint
+from sim.complement.chain import conditioning, denoise, inpaint
+from sim.complement.learned import DENOISE_STEPS, DENOISE_STRENGTH
 from sim.complement.models import SHIPPED_TINY, load_weight_set, save_weight_set
 from sim.errors import ConfigError
 from sim.training.codec import quantization_noise
@@ -55,8 +56,8 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
                         codec: str = "tiny", codec_weights: str | None = None, device: str = "cpu", batch: int = 8,
                         crop: int = 128, lr: float = 5e-5, l1_weight: float = 1.0, lpips_weight: float = 1.0,
                         loop_steps: int | None = None, edge_dropout: float = 0.15, max_loss: float = 0.4,
-                        augment: bool = False, image_size: int | None = None, seed: int = 0, save_every: int = 50,
-                        perceptual: torch.nn.Module | None = None) -> Path:
+                        augment: bool = False, image_size: int | None = None, denoise_weight: float = 0.0,
+                        seed: int = 0, save_every: int = 50, perceptual: torch.nn.Module | None = None) -> Path:
     """Fine-tune a complement weight set through its own inpainting loop; returns the new set ``out``.
 
     Parameters
@@ -78,6 +79,11 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
     image_size : int, optional
         Resize every training image so its shorter side is this many pixels before cropping (the
         scale ``complement-eval --size`` sees; default: the multi-scale crops of the originals).
+    denoise_weight : float
+        Also train the Canny-based denoising step (``learned-denoise``): the inpainted latents go
+        through :func:`~sim.complement.chain.denoise` with the method's defaults
+        (``DENOISE_STEPS`` steps from t ≈ ``DENOISE_STRENGTH`` × T), are decoded, and this weight
+        times the same L1 + LPIPS loss is added (default 0: inpainting only).
     perceptual : callable, optional
         The perceptual loss ``f(x̂, x) → (B,)`` (default: VGG-LPIPS, :func:`sim.lpips.load_lpips`
         with ``net="vgg"``; tests pass a randomly initialised one).
@@ -91,6 +97,8 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
         raise ConfigError(f"l1_weight = {l1_weight}, lpips_weight = {lpips_weight}: expected ≥ 0, not both 0")
     if not 0.0 <= edge_dropout <= 1.0:
         raise ConfigError(f"edge_dropout = {edge_dropout!r}: expected a probability in [0, 1]")
+    if not denoise_weight >= 0:
+        raise ConfigError(f"denoise_weight = {denoise_weight!r}: expected a number ≥ 0")
     source = Path(weights).expanduser() if weights else SHIPPED_TINY
     models = load_weight_set(source, device=device)
     if any(s.uses_edges for s in models.controlnets) and models.een is None:
@@ -122,7 +130,8 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
     opt = torch.optim.AdamW([*(p for n in nets for p in n.parameters()), null], lr=lr, weight_decay=1e-4)
     ckpt_path = out / "checkpoint_finetune.pt"
     start, elapsed = 0, 0.0
-    history: dict[str, list[float]] = {"loss": [], "l1": [], "lpips": []}  # every step's losses, for the card
+    # every step's losses, for the card ("denoise": the CDS output's L1 + LPIPS, with denoise_weight > 0)
+    history: dict[str, list[float]] = {"loss": [], "l1": [], "lpips": [], "denoise": []}
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
         for i, net in enumerate(nets):
@@ -130,7 +139,7 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
         null.data.copy_(ckpt["null"])
         opt.load_state_dict(ckpt["opt"])
         start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
-        history = {k: ckpt[f"history_{k}"].tolist() for k in history}
+        history = {k: ckpt[f"history_{k}"].tolist() if f"history_{k}" in ckpt else [] for k in history}
         log.info("resuming fine-tuning from step %d", start)
     sampler = PatchSampler(images, crop, seed, augment=augment, short_side=image_size)
     gen = torch.Generator()
@@ -158,11 +167,21 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
         l1 = (x_hat - x).abs().mean()
         lp = perceptual(x_hat.clamp(-1, 1), x).mean() if lpips_weight > 0 else torch.zeros(())
         loss = l1_weight * l1 + lpips_weight * lp
+        losses = [("loss", loss), ("l1", l1), ("lpips", lp)]
+        if denoise_weight > 0:  # 3. the Canny-based denoising step on the inpainted latents, as it runs
+            cleaned = denoise(models, scaled, lost, edges, image, gen, stride=stride, steps=DENOISE_STEPS,
+                              strength=DENOISE_STRENGTH, prompt_embeds=null)
+            x_den = model.decode(cleaned / float(model.scaling_factor)).float()
+            den = l1_weight * (x_den - x).abs().mean()
+            if lpips_weight > 0:
+                den = den + lpips_weight * perceptual(x_den.clamp(-1, 1), x).mean()
+            loss = loss + denoise_weight * den
+            losses = [("loss", loss), ("l1", l1), ("lpips", lp), ("denoise", den)]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
         opt.step()
-        for key, value in (("loss", loss.item()), ("l1", l1.item()), ("lpips", lp.item())):
+        for key, value in ((k, v.item()) for k, v in losses):
             history[key].append(value)
             ema[key] = value if key not in ema else 0.95 * ema[key] + 0.05 * value
         bar.set_postfix({k: f"{v:.4f}" for k, v in ema.items()})
@@ -178,6 +197,7 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
             "steps": steps, "loop_steps": loop_steps, "batch": batch, "crop": crop, "lr": lr,
             "l1_weight": l1_weight, "lpips_weight": lpips_weight, "lpips_net": "vgg" if lpips_weight > 0 else None,
             "edge_dropout": edge_dropout, "max_loss": max_loss, "augment": augment, "image_size": image_size,
+            "denoise_weight": denoise_weight,
             "seed": seed, "device": device,
             "wall_s": round(time.perf_counter() - t0, 1), "train_images": [p.name for p in sampler.files],
             "loss_ema": {k: round(v, 4) for k, v in ema.items()},
