@@ -1,12 +1,14 @@
 """The learned method's receiver chain on a batch of latents, in torch.
 
 Conditioning (EEN edges, the decoded masked image), the inpainting UNet's context, the
-ControlNets' control images, then the inpainting loop
-(:func:`~sim.complement.latent_inpaint.denoise_latents`). One code path serves both users:
+ControlNets' control images, then the inpainting loop (:func:`inpaint`) and the Canny-based
+denoising step (:func:`denoise`), both :func:`~sim.complement.latent_inpaint.denoise_latents`.
+One code path serves both users:
 
 - :class:`sim.complement.learned.LearnedComplement` runs it on one latent under ``no_grad``;
 - stage 3 of the tiny recipe (:mod:`sim.training.finetune`) runs it on batches and
-  back-propagates through :func:`inpaint` into the UNet and ControlNets,
+  back-propagates through :func:`inpaint` (and, with ``--denoise-weight``, :func:`denoise`)
+  into the UNet and ControlNets,
 
 so what is trained is what runs.
 
