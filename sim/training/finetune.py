@@ -52,6 +52,15 @@ __all__ = ["finetune_complement"]
 log = logging.getLogger(__name__)
 
 
+def _decoded_losses(model, perceptual, scaled: torch.Tensor, x: torch.Tensor, lpips_weight: float):
+    """Decode scaled latents; their mean L1 and perceptual distance to the crops ``x`` (the
+    perceptual term is 0, and not computed, when ``lpips_weight`` is 0)."""
+    x_hat = model.decode(scaled / float(model.scaling_factor)).float()
+    l1 = (x_hat - x).abs().mean()
+    lp = perceptual(x_hat.clamp(-1, 1), x).mean() if lpips_weight > 0 else torch.zeros(())
+    return l1, lp
+
+
 def finetune_complement(images: str | Path, out: str | Path, weights: str | Path | None = None, steps: int = 600,
                         codec: str = "tiny", codec_weights: str | None = None, device: str = "cpu", batch: int = 8,
                         crop: int = 128, lr: float = 5e-5, l1_weight: float = 1.0, lpips_weight: float = 1.0,
@@ -163,25 +172,20 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
                 edges = edges * keep_edges[:, None, None, None].to(edges)
         scaled = inpaint(models, z, lost, edges, image, gen, scaling_factor=float(model.scaling_factor),
                          stride=stride, steps=loop_steps, prompt_embeds=null)
-        x_hat = model.decode(scaled / float(model.scaling_factor)).float()
-        l1 = (x_hat - x).abs().mean()
-        lp = perceptual(x_hat.clamp(-1, 1), x).mean() if lpips_weight > 0 else torch.zeros(())
+        l1, lp = _decoded_losses(model, perceptual, scaled, x, lpips_weight)
         loss = l1_weight * l1 + lpips_weight * lp
-        losses = [("loss", loss), ("l1", l1), ("lpips", lp)]
+        terms = {"l1": l1, "lpips": lp}
         if denoise_weight > 0:  # 3. the Canny-based denoising step on the inpainted latents, as it runs
             cleaned = denoise(models, scaled, lost, edges, image, gen, stride=stride, steps=DENOISE_STEPS,
                               strength=DENOISE_STRENGTH, prompt_embeds=null)
-            x_den = model.decode(cleaned / float(model.scaling_factor)).float()
-            den = l1_weight * (x_den - x).abs().mean()
-            if lpips_weight > 0:
-                den = den + lpips_weight * perceptual(x_den.clamp(-1, 1), x).mean()
-            loss = loss + denoise_weight * den
-            losses = [("loss", loss), ("l1", l1), ("lpips", lp), ("denoise", den)]
+            l1_den, lp_den = _decoded_losses(model, perceptual, cleaned, x, lpips_weight)
+            terms["denoise"] = l1_weight * l1_den + lpips_weight * lp_den
+            loss = loss + denoise_weight * terms["denoise"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
         opt.step()
-        for key, value in ((k, v.item()) for k, v in losses):
+        for key, value in ((k, v.item()) for k, v in {"loss": loss, **terms}.items()):
             history[key].append(value)
             ema[key] = value if key not in ema else 0.95 * ema[key] + 0.05 * value
         bar.set_postfix({k: f"{v:.4f}" for k, v in ema.items()})
