@@ -18,7 +18,7 @@ from scipy import stats
 from sim.results import summarize
 
 __all__ = ["QUALITY_METRICS", "CRITERIA", "median_ci", "quantile", "Stats", "build_stats",
-           "Crossover", "crossover", "find_crossovers", "mean_ci", "CHALLENGER_KINDS", "BASELINE_KINDS"]
+           "Crossover", "crossover", "find_crossovers", "mean_ci", "image_means", "CHALLENGER_KINDS", "BASELINE_KINDS"]
 
 # (field, label, +1 higher is better / −1 lower is better); plotted and tabled where present
 QUALITY_METRICS = (
@@ -122,10 +122,12 @@ class Crossover:
     """Where ``challenger`` overtakes ``baseline`` on one criterion, within one facet.
 
     ``rows``: per x (ascending) ``{x, point, a, a_low, a_high, b, b_low, b_high, diff,
-    diff_low, diff_high, pairs, rel, confident}``: ``a``/``b`` each policy's own value
-    (mean or median) with its 95 % interval; ``diff`` the mean (or median) of the *paired*
-    differences — same point, repeat and image, so both policies saw the same first-pass
-    losses — oriented so that > 0 means the challenger is better, with its 95 % interval;
+    diff_low, diff_high, pairs, images, diff_images_low, diff_images_high, rel, confident}``:
+    ``a``/``b`` each policy's own value (mean or median) with its 95 % interval; ``diff`` the
+    mean (or median) of the *paired* differences — same point, repeat and image, so both
+    policies saw the same first-pass losses — oriented so that > 0 means the challenger is
+    better, with its 95 % interval; ``diff_images_*`` (means only) the t-interval of the
+    per-image mean differences (n = ``images``): what to expect of other images like these;
     ``rel = diff / |b|``; ``confident`` when the interval of ``diff`` lies above 0.
 
     ``interpolated``: the x where ``diff`` first turns positive (linear between the two x
@@ -175,15 +177,25 @@ def crossover(rows: list[dict]) -> tuple[str, float | None, float | None, list]:
     return status, x_star, confident, behind
 
 
-def _pairs(recs_a, recs_b, metric, orientation) -> list[float]:
-    """Oriented paired differences a − b, matched on (repeat, image)."""
+def _pairs(recs_a, recs_b, metric, orientation) -> list[tuple[tuple, float]]:
+    """Oriented paired differences a − b, matched on (repeat, image): ``[((repeat, image), d)]``."""
     a = {(r.get("repeat"), r.get("image")): r.get(metric) for r in recs_a}
     b = {(r.get("repeat"), r.get("image")): r.get(metric) for r in recs_b}
     out = []
     for k in sorted(set(a) & set(b), key=lambda k: (str(k[0]), str(k[1]))):
         if a[k] is not None and b[k] is not None:
-            out.append(orientation * (float(a[k]) - float(b[k])) + 0.0)  # + 0.0: no -0.0
+            out.append((k, orientation * (float(a[k]) - float(b[k])) + 0.0))  # + 0.0: no -0.0
     return out
+
+
+def image_means(pairs: list[tuple[tuple, float]]) -> list[float]:
+    """The mean paired difference of each image (over its repeats), in image order: the
+    sample of an interval over images, which the pairs' interval is not (repeats of one image
+    are not new images)."""
+    by_image: dict = {}
+    for (_, image), d in pairs:
+        by_image.setdefault(str(image), []).append(d)
+    return [float(np.mean(by_image[k])) for k in sorted(by_image)]
 
 
 def find_crossovers(data, st: Stats) -> list[Crossover]:
@@ -205,16 +217,21 @@ def find_crossovers(data, st: Stats) -> list[Crossover]:
                     for p in pts:
                         a = st.value(p.index, ch, metric, statistic)
                         b = st.value(p.index, base, metric, statistic)
-                        d = _pairs(by.get((p.index, ch), []), by.get((p.index, base), []), metric, orient)
-                        if not d:
+                        pairs = _pairs(by.get((p.index, ch), []), by.get((p.index, base), []), metric, orient)
+                        if not pairs:
                             continue
+                        d = [v for _, v in pairs]
+                        per_image = image_means(pairs)
                         if statistic == "median":
                             diff, lo, hi, _ = median_ci(d)
+                            ilo = ihi = None
                         else:
                             diff, lo, hi = mean_ci(d)
+                            _, ilo, ihi = mean_ci(per_image)
                         rows.append({"x": p.x, "point": p.index, "a": a[0], "a_low": a[1], "a_high": a[2],
                                      "b": b[0], "b_low": b[1], "b_high": b[2], "diff": diff, "diff_low": lo,
-                                     "diff_high": hi, "pairs": len(d),
+                                     "diff_high": hi, "pairs": len(d), "images": len(per_image),
+                                     "diff_images_low": ilo, "diff_images_high": ihi,
                                      "rel": diff / abs(b[0]) if diff is not None and b[0] else None,
                                      "confident": lo is not None and lo > 0})
                     status, x_star, conf, behind = crossover(rows)

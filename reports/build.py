@@ -133,6 +133,14 @@ def _diff(c, r, ci=True) -> str:
     return f"{s} {unit}{rel}"
 
 
+def _over_images(c, r) -> str:
+    """The paired difference's interval over images (means only; "—" below two images)."""
+    if r is None or r.get("diff_images_low") is None:
+        return "—"
+    dec = 4 if c.metric == "ssim_per_kB" else 3
+    return f"[{r['diff_images_low']:+.{dec}f}, {r['diff_images_high']:+.{dec}f}] {c.unit} (n = {r['images']})"
+
+
 def _val(c, v, lo, hi) -> str:
     if v is None:
         return "—"
@@ -154,9 +162,13 @@ def _glance(data, crossovers, st) -> list:
             continue
         inter, conf = _crossover_text(data, c)
         last = c.last()
-        by = (f" At {data.axis_key or 'loss'} = {_x(data, last['x'])}: {c.challenger} {_val(c, last['a'], None, None)}"
-              f" vs {c.baseline} {_val(c, last['b'], None, None)} {'ms' if c.unit == 's' else c.unit}, "
-              f"paired difference {_diff(c, last)}." if last else "")
+        by = ""
+        if last:
+            images = _over_images(c, last)
+            by = (f" At {data.axis_key or 'loss'} = {_x(data, last['x'])}: {c.challenger} "
+                  f"{_val(c, last['a'], None, None)} vs {c.baseline} {_val(c, last['b'], None, None)} "
+                  f"{'ms' if c.unit == 's' else c.unit}, paired difference {_diff(c, last)}"
+                  + ("" if images == "—" else f"; over images {images}") + ".")
         items.append(f"**{c.criterion}**{where}: `{c.challenger}` overtakes `{c.baseline}` at "
                      f"{inter}; confidently (95 % CI of the paired difference above 0) from {conf}.{by}")
     # the quality cost of not resending, at the highest x
@@ -205,12 +217,17 @@ def _crossover_blocks(data, crossovers) -> list:
         title = f"{ch} vs {base}" + (f", {data.facet_label(facet)}" if data.facet_keys else "")
         blocks.append(("p", f"**{title}** — each policy's value [95 % CI] per "
                             f"{data.axis_key or 'measured loss share'}, and the paired difference [95 % CI] "
-                            f"(> 0: `{ch}` is better; ✓: its interval is above 0)."))
+                            f"(> 0: `{ch}` is better; ✓: its interval is above 0), and for the means the "
+                            f"difference's interval over images (the t-interval of the per-image mean "
+                            f"differences: what to expect of other images like these; the paired interval "
+                            f"holds for these images only)."))
         header = [data.axis_key or "loss share"]
         for c in cs:
             unit = "ms" if c.unit == "s" else c.unit
             short = c.criterion.split("(")[-1].rstrip(")")
             header += [f"{short}: {ch} ({unit})", base, "paired difference", "✓"]
+            if c.statistic == "mean":
+                header.append("over images")
         xs = sorted({r["x"] for c in cs for r in c.rows})
         rows = []
         for x in xs:
@@ -222,6 +239,8 @@ def _crossover_blocks(data, crossovers) -> list:
                 else:
                     row += [_val(c, r["a"], r["a_low"], r["a_high"]), _val(c, r["b"], r["b_low"], r["b_high"]),
                             _diff(c, r), "✓" if r["confident"] else ""]
+                if c.statistic == "mean":
+                    row.append(_over_images(c, r))
             rows.append(row)
         blocks.append(("table", header, rows))
     return blocks

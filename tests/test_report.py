@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reports.analysis import build_stats, crossover, find_crossovers, median_ci, quantile
+from reports.analysis import build_stats, crossover, find_crossovers, image_means, median_ci, quantile
 from channels.base import run_lengths
 from reports.channel import point_channel, run_length_pmf, theory_loss
 from reports.data import load_report_data
@@ -26,6 +26,7 @@ from sim.results import derived_fields, read_records
 
 DATA = Path(__file__).parent / "data" / "report"
 T5 = 2.5705818366147395  # Student t, 0.975 quantile, 5 degrees of freedom
+T1 = 12.706204736174698  # … 1 degree of freedom
 
 
 @pytest.fixture
@@ -92,11 +93,20 @@ def test_crossovers_match_hand_values(handmade):
     half = T5 * math.sqrt(0.4) / math.sqrt(6)
     assert (q.rows[2]["diff_low"], q.rows[2]["diff_high"]) == pytest.approx((3 - half, 3 + half))
     assert q.rows[2]["rel"] == pytest.approx(3 / 20)
+    # over images: per-image means a (2, 3, 3) → 8/3 and b (3, 4, 3) → 10/3; n = 2, so t(0.975, 1)
+    # · sd / √2 = 12.706 · (√2/3) / √2 = 12.706 / 3: far wider than the pairs' interval
+    assert image_means([(("0", "a"), 2.0), (("0", "b"), 3.0), (("1", "a"), 3.0), (("1", "b"), 4.0)]) == [2.5, 3.5]
+    half_images = T1 / 3
+    assert q.rows[2]["images"] == 2
+    assert (q.rows[2]["diff_images_low"], q.rows[2]["diff_images_high"]) == pytest.approx((3 - half_images,
+                                                                                            3 + half_images))
+    assert (q.rows[1]["diff_images_low"] + q.rows[1]["diff_images_high"]) / 2 == pytest.approx(-1.0)
     t = cs["time_to_image_s"]
     assert [r["diff"] for r in t.rows] == pytest.approx([0.0, 0.05, 0.1])
     assert t.status == "crosses" and t.interpolated == 0.0       # tied at 0, ahead from 0.1
     assert t.confident == 0.2                                    # [0, 0.1] at 0.1 is not above 0
     assert (t.rows[2]["diff_low"], t.rows[2]["diff_high"]) == pytest.approx((0.1, 0.2))
+    assert t.rows[2]["diff_images_low"] is None                  # medians: no interval over images
 
 
 def test_crossover_cases():
@@ -177,7 +187,7 @@ def test_report_files_and_content(built):
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "x axis: **channel.loss (swept)**" in md
     assert "≈ 0.125 (between 0.1 and 0.2)" in md and "0 (tied there, ahead from 0.1)" in md
-    assert "+3.000 [+2.336, +3.664] dB/kB (+15.0 %)" in md
+    assert "+3.000 [+2.336, +3.664] dB/kB (+15.0 %); over images [-1.235, +7.235] dB/kB (n = 2)." in md
     assert "| 0.2 | complement | 6 | 23.00 ± 0.66 |" in md
     assert "complete: all 36 planned records" in md
     assert "0123456789abcdef" in md and "channel.loss: [0.0, 0.1, 0.2]" in md   # provenance, scenario
