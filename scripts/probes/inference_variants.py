@@ -1,0 +1,83 @@
+"""Validation probe: two inference-time variants of the learned complement (not shipped).
+
+- ``scale``: ``interp + α · (learned − interp)`` in the holes, α ∈ {0.5, 1, 1.5, 2, 3} (does
+  the model's correction to harmonic interpolation want shrinking or extrapolating?);
+- ``rotations``: the learned complement averaged over quarter turns of the latent and mask
+  (test-time augmentation), {0}, {0, 2}, {0, 1, 2, 3}.
+
+Each variant is scored like ``latentcast complement-eval`` (same masks, LPIPS, paired
+difference to ``interp``) at 10 % tile loss on a folder of validation photos, never on the
+held-out samples: docs/complement.md, *Inference-time variants*, has the numbers.
+
+    .venv/bin/python scripts/probes/inference_variants.py scale --images VAL_DIR --masks 3
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from sim.codec import load_codec
+from sim.commands.complement_eval import evaluate
+from sim.complement import harmonic_fill, make_method
+from sim.images import load_image_set
+from sim.lpips import load_lpips
+
+
+def scale_variants(learned) -> dict:
+    last = {}
+
+    def pair(latent, missing, rng):  # one learned + interp call per (latent, mask), shared by the α
+        key = (latent.tobytes(), missing.tobytes())
+        if last.get("key") != key:
+            last.update(key=key, out=(learned(latent, missing, rng), harmonic_fill(latent, missing, rng)))
+        return last["out"]
+
+    def scaled(alpha):
+        def method(latent, missing, rng):
+            learned_out, interp_out = pair(latent, missing, rng)
+            return (interp_out + alpha * (learned_out - interp_out)).astype(np.float32)
+        return method
+
+    return {f"alpha={a:g}": scaled(a) for a in (0.5, 1.0, 1.5, 2.0, 3.0)}
+
+
+def rotation_variants(learned) -> dict:
+    def averaged(turns):
+        def method(latent, missing, rng):
+            outs = []
+            for k in turns:
+                z = np.ascontiguousarray(np.rot90(latent, k, axes=(1, 2)))
+                m = np.ascontiguousarray(np.rot90(missing, k))
+                outs.append(np.rot90(learned(z, m, np.random.default_rng(0)), -k, axes=(1, 2)))
+            return np.ascontiguousarray(np.mean(outs, axis=0), dtype=np.float32)
+        return method
+
+    return {f"turns={','.join(map(str, t))}": averaged(t) for t in ((0,), (0, 2), (0, 1, 2, 3))}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("variant", choices=["scale", "rotations"])
+    p.add_argument("--images", required=True, help="folder of validation photos (not the held-out samples)")
+    p.add_argument("--masks", type=int, default=3)
+    p.add_argument("--loss", type=float, default=0.1)
+    p.add_argument("--weights", default="tiny")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    codec = load_codec("tiny", {"kind": "uniform", "bits": 6}, "range", None)
+    learned = make_method("learned", codec, cache={}, weights=args.weights)
+    variants = scale_variants(learned) if args.variant == "scale" else rotation_variants(learned)
+    res = evaluate(codec, load_image_set(args.images, 512), [args.loss], {"interp": harmonic_fill, **variants},
+                   lpips=load_lpips(), masks=args.masks, versus="interp")
+    for r in res["rows"]:
+        if "d_lpips" in r:
+            d, e = r["d_psnr"], r["d_lpips"]
+            print(f"{r['method']:>14}  PSNR {r['psnr']:.3f}  LPIPS {r['lpips']:.5f}  ΔPSNR {d['mean']:+.3f} "
+                  f"[{d['lo']:+.3f}, {d['hi']:+.3f}]  ΔLPIPS {e['mean']:+.5f} [{e['lo']:+.5f}, {e['hi']:+.5f}]")
+
+
+if __name__ == "__main__":
+    main()
