@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from sim.results import summarize
+from sim.results import mean_stats, summarize
 
 __all__ = ["QUALITY_METRICS", "CRITERIA", "median_ci", "quantile", "Stats", "build_stats",
            "Crossover", "crossover", "find_crossovers", "mean_ci", "image_means", "CHALLENGER_KINDS", "BASELINE_KINDS"]
@@ -108,12 +108,9 @@ def build_stats(data) -> Stats:
 
 
 def mean_ci(values) -> tuple[float | None, float | None, float | None]:
-    """``(mean, low, high)``: the Student-t 95 % interval of :func:`sim.results.summarize`
-    applied to a plain list (None entries are left out; low/high None below two values)."""
-    rows = summarize([{"key": [i], "point": 0, "policy": "", "value": v} for i, v in enumerate(values)])
-    row = next((r for r in rows if r["metric"] == "value"), None)
-    if row is None:
-        return None, None, None
+    """``(mean, low, high)``: :func:`sim.results.mean_stats`' Student-t 95 % interval of a plain
+    list (None entries are left out; low/high None below two values)."""
+    row = mean_stats(list(values))
     return row["mean"], row["ci95_low"], row["ci95_high"]
 
 

@@ -31,7 +31,7 @@ from sim.errors import InputError
 __all__ = [
     "RESULTS_FILE", "SUMMARY_FILE", "TIMINGS_FILE", "IDENTITY_KEYS", "SUMMARY_COLUMNS", "DERIVED_FIELDS", "record_line",
     "ResultsWriter", "read_records", "latest_records", "derived_fields", "summarize", "write_summary",
-    "write_summaries",
+    "write_summaries", "mean_stats",
     "numeric_fields",
 ]
 
@@ -218,7 +218,12 @@ def numeric_fields(record: dict, *, timings: bool = False) -> dict:
             if k not in IDENTITY_KEYS and (v is None or isinstance(v, (bool, int, float)))}
 
 
-def _stats(values: list) -> dict:
+def mean_stats(values: list) -> dict:
+    """``{n, n_null, mean, std, ci95, ci95_low, ci95_high}`` of ``values`` (None entries left out
+    and counted in ``n_null``): the mean, the sample std (ddof = 1) and the Student-t 95 %
+    interval ``mean ± t(0.975, n−1)·std/√n``; None where n is too small (mean n ≥ 1, the rest
+    n ≥ 2). The one implementation of these statistics: ``summary.csv``, the report's paired
+    differences and ``complement-eval``'s all use it."""
     from scipy import stats
 
     finite = [float(v) for v in values if v is not None]
@@ -277,7 +282,7 @@ def summarize(source, *, timings: bool = False) -> list[dict]:
                 values[k].append(nums.get(k))
         for metric in sorted(values):
             row = {"point": point, **{k: g["sweep"].get(k) for k in sweep_keys},
-                   "policy": policy, "metric": metric, **_stats(values[metric])}
+                   "policy": policy, "metric": metric, **mean_stats(values[metric])}
             rows.append(row)
     return rows
 

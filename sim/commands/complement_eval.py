@@ -274,16 +274,13 @@ def paired_difference(pairs) -> dict | None:
 
     ``{"mean", "lo", "hi", "n"}``; with one pair the interval is unbounded (``lo``/``hi`` None).
     """
-    from scipy.stats import t
+    from sim.results import mean_stats
 
-    d = np.array([a - b for a, b in pairs if a is not None and b is not None], dtype=np.float64)
-    if len(d) < len(pairs) or not len(d):
+    d = [float(a) - float(b) for a, b in pairs if a is not None and b is not None]
+    if len(d) < len(pairs) or not d:
         return None
-    mean = float(d.mean())
-    if len(d) < 2:
-        return {"mean": mean, "lo": None, "hi": None, "n": 1}
-    half = float(t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": int(len(d))}
+    row = mean_stats(d)
+    return {"mean": row["mean"], "lo": row["ci95_low"], "hi": row["ci95_high"], "n": row["n"]}
 
 
 def _prepared(codec, img):
