@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from sim.results import mean_stats, summarize
+from sim.results import image_means, mean_stats, summarize
 
 __all__ = ["QUALITY_METRICS", "CRITERIA", "median_ci", "quantile", "Stats", "build_stats",
-           "Crossover", "crossover", "find_crossovers", "mean_ci", "image_means", "CHALLENGER_KINDS", "BASELINE_KINDS"]
+           "Crossover", "crossover", "find_crossovers", "mean_ci", "CHALLENGER_KINDS", "BASELINE_KINDS"]
 
 # (field, label, +1 higher is better / −1 lower is better); plotted and tabled where present
 QUALITY_METRICS = (
@@ -185,16 +185,6 @@ def _pairs(recs_a, recs_b, metric, orientation) -> list[tuple[tuple, float]]:
     return out
 
 
-def image_means(pairs: list[tuple[tuple, float]]) -> list[float]:
-    """The mean paired difference of each image (over its repeats), in image order: the
-    sample of an interval over images, which the pairs' interval is not (repeats of one image
-    are not new images)."""
-    by_image: dict = {}
-    for (_, image), d in pairs:
-        by_image.setdefault(str(image), []).append(d)
-    return [float(np.mean(by_image[k])) for k in sorted(by_image)]
-
-
 def find_crossovers(data, st: Stats) -> list[Crossover]:
     """Every (facet, challenger, resend baseline, criterion) crossover, in that order.
 
@@ -218,7 +208,7 @@ def find_crossovers(data, st: Stats) -> list[Crossover]:
                         if not pairs:
                             continue
                         d = [v for _, v in pairs]
-                        per_image = image_means(pairs)
+                        per_image = image_means((image, v) for (_, image), v in pairs)
                         if statistic == "median":
                             diff, lo, hi, _ = median_ci(d)
                             ilo = ihi = None

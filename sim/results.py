@@ -31,7 +31,7 @@ from sim.errors import InputError
 __all__ = [
     "RESULTS_FILE", "SUMMARY_FILE", "TIMINGS_FILE", "IDENTITY_KEYS", "SUMMARY_COLUMNS", "DERIVED_FIELDS", "record_line",
     "ResultsWriter", "read_records", "latest_records", "derived_fields", "summarize", "write_summary",
-    "write_summaries", "mean_stats",
+    "write_summaries", "mean_stats", "image_means",
     "numeric_fields",
 ]
 
@@ -239,6 +239,17 @@ def mean_stats(values: list) -> dict:
         half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
         row.update(std=std, ci95=half, ci95_low=mean - half, ci95_high=mean + half)
     return row
+
+
+def image_means(values) -> list[float]:
+    """Each image's mean of ``values`` ``[(image, value)]``, images in sorted order: the sample
+    of an interval *over images* (n = the images), which an interval over all the values is not
+    when an image holds several (repeats, mask draws of one image are not new images). Used by
+    the report's crossovers and ``complement-eval --masks``."""
+    by_image: dict = {}
+    for image, v in values:
+        by_image.setdefault(str(image), []).append(float(v))
+    return [math.fsum(by_image[k]) / len(by_image[k]) for k in sorted(by_image)]
 
 
 def summarize(source, *, timings: bool = False) -> list[dict]:

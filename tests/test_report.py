@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reports.analysis import build_stats, crossover, find_crossovers, image_means, median_ci, quantile
+from reports.analysis import build_stats, crossover, find_crossovers, median_ci, quantile
 from channels.base import run_lengths
 from reports.channel import point_channel, run_length_pmf, theory_loss
 from reports.data import load_report_data
 from reports.examples import HOLE_RGB, find_examples, save_examples
 from sim.errors import InputError
-from sim.results import derived_fields, read_records
+from sim.results import derived_fields, image_means, read_records
 
 DATA = Path(__file__).parent / "data" / "report"
 T5 = 2.5705818366147395  # Student t, 0.975 quantile, 5 degrees of freedom
@@ -95,7 +95,7 @@ def test_crossovers_match_hand_values(handmade):
     assert q.rows[2]["rel"] == pytest.approx(3 / 20)
     # over images: per-image means a (2, 3, 3) → 8/3 and b (3, 4, 3) → 10/3; n = 2, so t(0.975, 1)
     # · sd / √2 = 12.706 · (√2/3) / √2 = 12.706 / 3: far wider than the pairs' interval
-    assert image_means([(("0", "a"), 2.0), (("0", "b"), 3.0), (("1", "a"), 3.0), (("1", "b"), 4.0)]) == [2.5, 3.5]
+    assert image_means([("a", 2.0), ("b", 3.0), ("a", 3.0), ("b", 4.0)]) == [2.5, 3.5]
     half_images = T1 / 3
     assert q.rows[2]["images"] == 2
     assert (q.rows[2]["diff_images_low"], q.rows[2]["diff_images_high"]) == pytest.approx((3 - half_images,

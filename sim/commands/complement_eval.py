@@ -200,6 +200,7 @@ def evaluate(codec, images, losses, methods: dict, layout: str = "tile", tile: i
     from sim.images import to_tensor
     from sim.lpips import MIN_SIZE
     from sim.metrics import psnr, ssim
+    from sim.results import image_means
 
     grid_loss = losses[len(losses) // 2]
     per_image, grid = [], []
@@ -253,20 +254,12 @@ def evaluate(codec, images, losses, methods: dict, layout: str = "tile", tile: i
                 row["versus"] = versus
                 for k in ("psnr", "lpips"):
                     pairs = [(r["image"], r[k], ref[r["image"], r["mask"]][k]) for r in sel]
-                    row[f"d_{k}"] = paired_difference([p[1:] for p in pairs])
+                    row[f"d_{k}"] = d = paired_difference([p[1:] for p in pairs])
                     if masks > 1:
-                        row[f"d_{k}_images"] = paired_difference(_image_means(pairs))
+                        row[f"d_{k}_images"] = None if d is None else _interval(
+                            image_means((image, a - b) for image, a, b in pairs))
             rows.append(row)
     return {"rows": rows, "images": per_image, "grid": grid}
-
-
-def _image_means(pairs) -> list[tuple]:
-    """[(image, a, b)] → [(mean a, mean b)] per image, in first-seen order (None where a value is)."""
-    groups: dict = {}
-    for image, a, b in pairs:
-        groups.setdefault(image, []).append((a, b))
-    return [(None, None) if any(v is None for p in g for v in p) else tuple(np.mean(g, axis=0))
-            for g in groups.values()]
 
 
 def paired_difference(pairs) -> dict | None:
@@ -274,12 +267,17 @@ def paired_difference(pairs) -> dict | None:
 
     ``{"mean", "lo", "hi", "n"}``; with one pair the interval is unbounded (``lo``/``hi`` None).
     """
-    from sim.results import mean_stats
-
     d = [float(a) - float(b) for a, b in pairs if a is not None and b is not None]
     if len(d) < len(pairs) or not d:
         return None
-    row = mean_stats(d)
+    return _interval(d)
+
+
+def _interval(values) -> dict:
+    """``{"mean", "lo", "hi", "n"}``: :func:`sim.results.mean_stats`' Student-t 95 % interval."""
+    from sim.results import mean_stats
+
+    row = mean_stats(values)
     return {"mean": row["mean"], "lo": row["ci95_low"], "hi": row["ci95_high"], "n": row["n"]}
 
 
