@@ -1,15 +1,19 @@
-"""Validation probe: two inference-time variants of the learned complement (not shipped).
+"""Validation probe: inference-time variants of the learned complement (not shipped).
 
 - ``scale``: ``interp + α · (learned − interp)`` in the holes, α ∈ {0.5, 1, 1.5, 2, 3} (does
   the model's correction to harmonic interpolation want shrinking or extrapolating?);
 - ``rotations``: the learned complement averaged over quarter turns of the latent and mask
-  (test-time augmentation), {0}, {0, 2}, {0, 1, 2, 3}.
+  (test-time augmentation), {0}, {0, 2}, {0, 1, 2, 3};
+- ``sampler``: the DDIM loop's own knobs away from what stage 3 fitted — edge-control guidance
+  g ∈ {1.5, 2}, η ∈ {0.5, 1}, 1 and 3 steps — each paired with the shipped setting (its
+  reference by default, ``shipped``: the interval is the variant's difference to it).
 
 Each variant is scored like ``latentcast complement-eval`` (same masks, LPIPS, paired
-difference to ``interp``) at 10 % tile loss on a folder of validation photos, never on the
+difference to ``interp`` or ``--versus``) at 10 % tile loss on a folder of validation photos, never on the
 held-out samples: docs/complement.md, *Inference-time variants*, has the numbers.
 
     .venv/bin/python scripts/probes/inference_variants.py scale --images VAL_DIR --masks 3
+    .venv/bin/python scripts/probes/inference_variants.py sampler --images VAL_DIR --masks 10
 """
 
 from __future__ import annotations
@@ -58,20 +62,32 @@ def rotation_variants(learned) -> dict:
     return {f"turns={','.join(map(str, t))}": averaged(t) for t in ((0,), (0, 2), (0, 1, 2, 3))}
 
 
+def sampler_variants(codec, weights: str) -> dict:
+    cache: dict = {}
+    settings = {"shipped": {}, "guidance=1.5": {"guidance_scale": 1.5}, "guidance=2": {"guidance_scale": 2.0},
+                "eta=0.5": {"eta": 0.5}, "eta=1": {"eta": 1.0}, "steps=1": {"steps": 1}, "steps=3": {"steps": 3}}
+    return {name: make_method("learned", codec, cache=cache, weights=weights, **opts)
+            for name, opts in settings.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("variant", choices=["scale", "rotations"])
+    p.add_argument("variant", choices=["scale", "rotations", "sampler"])
     p.add_argument("--images", required=True, help="folder of validation photos (not the held-out samples)")
     p.add_argument("--masks", type=int, default=3)
     p.add_argument("--loss", type=float, default=0.1)
     p.add_argument("--weights", default="tiny")
+    p.add_argument("--versus", help="reference of the paired differences (default: shipped for sampler, else interp)")
     args = p.parse_args()
     torch.set_num_threads(1)
     codec = load_codec("tiny", {"kind": "uniform", "bits": 6}, "range", None)
-    learned = make_method("learned", codec, cache={}, weights=args.weights)
-    variants = scale_variants(learned) if args.variant == "scale" else rotation_variants(learned)
+    if args.variant == "sampler":
+        variants = sampler_variants(codec, args.weights)
+    else:
+        learned = make_method("learned", codec, cache={}, weights=args.weights)
+        variants = scale_variants(learned) if args.variant == "scale" else rotation_variants(learned)
     res = evaluate(codec, load_image_set(args.images, 512), [args.loss], {"interp": harmonic_fill, **variants},
-                   lpips=load_lpips(), masks=args.masks, versus="interp")
+                   lpips=load_lpips(), masks=args.masks, versus=args.versus or ("shipped" if args.variant == "sampler" else "interp"))
     for r in res["rows"]:
         if "d_lpips" in r:
             d, e = r["d_psnr"], r["d_lpips"]
