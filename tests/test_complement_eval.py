@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from sim.cli import main
-from sim.commands.complement_eval import packet_loss_mask
+from sim.commands.complement_eval import format_table, packet_loss_mask
+from sim.complement.een import EDGE_THRESHOLDS
 
 from helpers import random_tiny_autoencoder
 
@@ -75,8 +76,9 @@ def test_json_is_complete_and_deterministic(smooth_images, codec_weights, capsys
     assert a["settings"]["methods"] == ["zero", "interp"] and a["settings"]["loss"] == [0.1, 0.3]
     assert len(a["rows"]) == 6 and len(a["images"]) == 2 * 2 * 3
     r = a["rows"][1]
-    assert set(r) == {"loss", "method", "n", "lost_share", "psnr", "ssim", "lpips", "edge_f1", "time_s", "versus",
-                      "d_psnr", "d_lpips"}
+    assert set(r) == {"loss", "method", "n", "lost_share", "psnr", "ssim", "lpips", "edge_f1", "edge_threshold",
+                      "time_s", "versus", "d_psnr", "d_lpips"}
+    assert r["edge_f1"] is None and r["edge_threshold"] is None and all(x["edge_f1"] is None for x in a["images"])
     assert r["n"] == 2 and r["lpips"] is None and r["time_s"] > 0
     # 16 tile packets of 2 × 2 cells: 10 % → 2 packets, 30 % → 5 packets lost
     shares = {x["loss"]: x["lost_share"] for x in a["rows"]}
@@ -141,6 +143,14 @@ def test_learned_methods_edges_grid_and_lpips_unavailable(smooth_images, codec_w
     res = json.loads(capsys.readouterr().out)
     learned = [r for r in res["rows"] if r["method"] == "learned"]
     assert all(r["edge_f1"] is not None and 0 <= r["edge_f1"] <= 1 for r in learned)
+    for row in learned:  # the row's F1 is the pooled one at its threshold; each draw is scored at that threshold
+        assert row["edge_threshold"] in EDGE_THRESHOLDS
+        draws = [r["edge_f1"] for r in res["images"] if r["method"] == "learned" and r["loss"] == row["loss"]]
+        assert len(draws) == 2 and all(0 <= f <= 1 for f in draws) and "_edges" not in res["images"][0]
+    table = format_table(res).splitlines()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table if "| learned |" in line]
+    assert [c[6] for c in cells] == [f"{r['edge_f1']:.3f} @{r['edge_threshold']:.2f}" for r in learned]
+    assert table[-1].startswith("edge F1: the EEN's edges against Canny edges")
     assert all(r["lpips"] is None for r in res["rows"]) and res["settings"]["lpips"] is False
     with Image.open(grid) as im:
         assert im.size == (5 * 64 + 4 * 4, 16 + 2 * 64 + 4)      # 5 columns, 2 images, header strip

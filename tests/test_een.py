@@ -12,7 +12,8 @@ from PIL import Image
 
 from sim.codec.tiny import save_tiny
 from sim.complement.een import (
-    EdgeEstimationNetwork, PatchDiscriminator, canny_edges, edge_f1, een_input, load_een, save_een,
+    EDGE_THRESHOLDS, EdgeEstimationNetwork, PatchDiscriminator, canny_edges, edge_counts, edge_f1, een_input,
+    f1_from_counts, load_een, ods_f1, save_een,
 )
 from sim.errors import ConfigError, InputError, ModelLoadError
 
@@ -126,6 +127,26 @@ def test_edge_f1_tolerance():
     assert edge_f1(np.zeros_like(t), t)["recall"] == 0.0
     with pytest.raises(InputError, match="differ in shape"):
         edge_f1(t, t[:16])
+
+
+def test_ods_pools_counts_then_picks_one_threshold():
+    """Two soft maps of a 16-pixel vertical edge (column 8). A: the edge at 0.32 and a false one
+    (column 0, > 2 px away) at 0.22 — alone its best is 1.0 at 0.3. B: the edge at 0.12.
+    Pooled: ≤ 0.1 → P 32/48, R 1, F1 0.8; 0.15–0.2 → P ½, R ½; 0.3 → P 1, R ½ (2/3); above: 0."""
+    target = np.zeros((16, 16))
+    target[:, 8] = 1
+    a, b = np.zeros((16, 16)), np.zeros((16, 16))
+    a[:, 8], a[:, 0], b[:, 8] = 0.32, 0.22, 0.12
+    ca, cb = (edge_counts(x, target, thresholds=EDGE_THRESHOLDS) for x in (a, b))
+    assert EDGE_THRESHOLDS[6:] == (0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+    assert ca[0].tolist() == [16, 32, 16, 16] and ca[9].tolist() == [16, 16, 16, 16]
+    assert ca[10].tolist() == [0, 0, 0, 16]
+    assert ods_f1([ca]) == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "threshold": 0.3}
+    got = ods_f1([ca, cb])                                                   # a tie: the lowest threshold
+    assert got["threshold"] == 0.01 and got["f1"] == pytest.approx(0.8) and got["precision"] == pytest.approx(2 / 3)
+    pooled = ca + cb                                                         # counts add up over images
+    assert [f1_from_counts(r)["f1"] for r in pooled[6:12]] == pytest.approx([0.8, 0.5, 0.5, 2 / 3, 0, 0])
+    assert edge_f1(a, target, threshold=0.3) == f1_from_counts(ca[9])       # one threshold: the same counts
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from sim.complement.een import EdgeEstimationNetwork, PatchDiscriminator, canny_edges, edge_f1, een_input, save_een
+from sim.complement.een import (
+    EDGE_THRESHOLDS, EdgeEstimationNetwork, PatchDiscriminator, canny_edges, edge_counts, edge_f1, een_input, ods_f1,
+    save_een,
+)
 from sim.training.codec import quantization_noise
 from sim.training.loop import load_checkpoint, lr_at, save_checkpoint
 from sim.errors import ConfigError
@@ -80,8 +83,8 @@ def evaluate_een(een: EdgeEstimationNetwork, model, size: int = 256, canny_sigma
         lost = lost[:, None].float().to(device)
         pred = een(een_input(z, lost, model.scaling_factor)).cpu()
         out[name] = {k: round(v, 4) for k, v in edge_f1(pred, target, tolerance).items()}
-        best = max((edge_f1(pred, target, tolerance, th)["f1"], th) for th in (0.1, 0.2, 0.3, 0.4, 0.5))
-        out[name]["best_f1"], out[name]["best_threshold"] = round(best[0], 4), best[1]
+        best = ods_f1([edge_counts(pred, target, tolerance, EDGE_THRESHOLDS)])
+        out[name]["best_f1"], out[name]["best_threshold"] = round(best["f1"], 4), best["threshold"]
     out["images"], out["size"], out["tolerance_px"] = list(SAMPLE_NAMES), size, tolerance
     return out
 
