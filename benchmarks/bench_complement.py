@@ -71,7 +71,7 @@ def _median_s(fn, repeat: int) -> str:
 
 def main() -> None:
     from sim.complement.chain import edge_map, holed_image
-    from sim.complement.learned import LearnedComplement
+    from sim.complement.learned import FIXED_DENOISE_STRENGTH, LearnedComplement
     from sim.images import load_sample, resize_center_crop
     from sim.training.masks import random_loss_mask
 
@@ -103,7 +103,9 @@ def main() -> None:
     print(f"  conditioning: masked-image decode {t_image}  EEN {t_een}")
     for steps in args.steps:
         for denoise in (False, True):
-            m = LearnedComplement(codec, models, steps=steps, denoise=denoise)
+            # the fixed start, so the step runs (auto skips it on a latent without channel noise)
+            m = LearnedComplement(codec, models, steps=steps, denoise=denoise,
+                                  denoise_strength=FIXED_DENOISE_STRENGTH)
             t = _median_s(lambda: m(latent, missing, np.random.default_rng(0)), args.repeat)
             print(f"  learned, steps {steps:2d}{' + denoise step (2 steps)' if denoise else ''}: {t}")
     print(f"  codec decode afterwards: {_median_s(lambda: codec.decode(latent), args.repeat)}")

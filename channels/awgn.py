@@ -16,7 +16,7 @@ import numpy as np
 
 from channels.base import check_real, check_rng
 
-__all__ = ["AWGN", "AWGNState", "add_awgn"]
+__all__ = ["AWGN", "AWGNState", "add_awgn", "awgn_std"]
 
 
 def add_awgn(values: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
@@ -36,10 +36,15 @@ def add_awgn(values: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.
     """
     x = np.asarray(values)
     dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
-    power = float(np.mean(np.square(x, dtype=np.float64))) if x.size else 0.0
-    sigma = np.sqrt(power / 10.0 ** (snr_db / 10.0))
     noise = rng.standard_normal(x.shape)
-    return (x + sigma * noise).astype(dtype, copy=False)
+    return (x + awgn_std(x, snr_db) * noise).astype(dtype, copy=False)
+
+
+def awgn_std(values: np.ndarray, snr_db: float) -> float:
+    """The noise standard deviation :func:`add_awgn` uses: √(mean(values²) / 10^(snr_db / 10))."""
+    x = np.asarray(values)
+    power = float(np.mean(np.square(x, dtype=np.float64))) if x.size else 0.0
+    return float(np.sqrt(power / 10.0 ** (snr_db / 10.0)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +66,11 @@ class AWGN:
     def add_noise(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """``values`` with noise at ``snr_db``; see :func:`add_awgn`."""
         return add_awgn(values, float(self.snr_db), check_rng(rng))
+
+    def noise_std(self, values: np.ndarray) -> float:
+        """The standard deviation of the noise :meth:`add_noise` gives ``values`` (the receiver's
+        knowledge of its channel: the SNR and the received block's power)."""
+        return awgn_std(values, float(self.snr_db))
 
     def start(self, rng: np.random.Generator) -> "AWGNState":
         return AWGNState(self, check_rng(rng))

@@ -440,7 +440,9 @@ def transmit(codec, prep, *, image_id: int, packetizer: PacketizerConfig, link, 
         ``delay_s``, ``jitter_s``, ``header_bytes``, ``max_payload``)
     channel : a channel from ``channels.make_channel``; if it has ``add_noise(values, rng)``
         (awgn), the received latent values get that noise (the quantized symbols travel
-        as they are; the noise models analog transmission of the dequantized values)
+        as they are; the noise models analog transmission of the dequantized values), and a
+        ``method`` with ``with_noise_std`` is told its standard deviation
+        (``channel.noise_std(values)``), as a receiver that knows its SNR would estimate it
     policy : a policy from ``sim.policies.make_policy``
     receiver : ReceiverConfig
     rng : numpy.random.Generator. Spawned into four independent streams (channel, link
@@ -492,6 +494,8 @@ def transmit(codec, prep, *, image_id: int, packetizer: PacketizerConfig, link, 
     add_noise = getattr(channel, "add_noise", None)
     if callable(add_noise) and got.any():
         known = ~missing
+        if method is not None and hasattr(method, "with_noise_std"):  # a receiver that knows its SNR
+            method = method.with_noise_std(channel.noise_std(latent[:, known]))
         latent[:, known] = add_noise(latent[:, known], s.noise_rng)
     wall1 = time.perf_counter()
     out, complemented = policy.repair(latent, missing, s.repair_rng, method=method)

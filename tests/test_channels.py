@@ -450,6 +450,10 @@ def test_awgn_dtype_shape_and_zero_signal():
     assert out.dtype == np.float32 and out.shape == z.shape and not np.array_equal(out, z)
     assert np.array_equal(ch.add_noise(np.zeros(5), rng()), np.zeros(5))
     assert np.array_equal(ch.add_noise(z, rng(3)), ch.start(rng(3)).add_noise(z))
+    # the noise std the receiver is told: √(mean(z²) / 10^(snr/10)); 2² = 4 at 6.0206 dB = 10·log10(4) → σ = 1
+    assert ch.noise_std(z) == 1.0
+    assert make_channel("awgn", snr_db=10 * math.log10(4)).noise_std(np.full(3, 2.0)) == pytest.approx(1.0, rel=1e-12)
+    assert ch.noise_std(np.zeros(5)) == 0.0
 
 
 # ---------------------------------------------------------------- link

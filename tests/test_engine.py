@@ -261,6 +261,28 @@ def test_awgn_adds_noise_to_received_values_only_deterministically(range_codec):
     assert abs(snr - 10.0) < 1.0
 
 
+def test_awgn_tells_a_noise_aware_method_its_noise_std(range_codec):
+    """A method with ``with_noise_std`` gets √(mean(clean²) / 10^(snr/10)) of the received block."""
+    codec, prep = range_codec
+    clean = codec.dequantize(prep.symbols, prep.side)
+    told = []
+
+    class Aware:
+        alters_known = True
+
+        def with_noise_std(self, sigma):
+            told.append(sigma)
+            return self
+
+        def __call__(self, latent, missing, rng):
+            return latent
+
+    transmit(codec, prep, image_id=0, packetizer=PacketizerConfig(tile=4), link=Link(rate_bps=1e6, delay_s=0.01),
+             channel=make_channel("awgn", snr_db=10.0), policy=make_policy("complement", method="learned-denoise"),
+             receiver=ReceiverConfig(), rng=np.random.default_rng(3), method=Aware())
+    assert told == [pytest.approx(np.sqrt(np.mean(clean.astype(np.float64) ** 2) / 10.0), rel=1e-6)]
+
+
 def test_header_that_never_arrives_ends_after_max_passes():
     t = run("resend", make_channel("bernoulli", loss=1.0))
     assert t.stats["end"] == "no_header" and t.stats["rounds"] == MAX_PASSES

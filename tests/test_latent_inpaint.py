@@ -175,8 +175,8 @@ def test_no_cell_lost(random_tiny_codec, tiny_models):
     none = np.zeros(latent.shape[1:], dtype=bool)
     out = LearnedComplement(random_tiny_codec, tiny_models, steps=2)(latent, none, np.random.default_rng(0))
     assert np.array_equal(out, latent) and out is not latent
-    # with the denoising step every cell is repaired, even with nothing lost
-    den = LearnedComplement(random_tiny_codec, tiny_models, steps=2, denoise=True)
+    # with the denoising step at a fixed start every cell is repaired, even with nothing lost
+    den = LearnedComplement(random_tiny_codec, tiny_models, steps=2, denoise=True, denoise_strength=0.2)
     out = den(latent, none, np.random.default_rng(0))
     assert den.alters_known and np.isfinite(out).all() and not np.array_equal(out, latent)
 
@@ -215,14 +215,15 @@ def test_variants_run(random_tiny_codec, tiny_models):
                                                                                 np.random.default_rng(0))
         assert np.isfinite(out).all() and np.array_equal(out[:, ~missing], latent[:, ~missing])
         assert not np.array_equal(out, base), kw
-    den = LearnedComplement(random_tiny_codec, tiny_models, steps=2, denoise=True)(latent, missing,
-                                                                                   np.random.default_rng(0))
+    den = LearnedComplement(random_tiny_codec, tiny_models, steps=2, denoise=True, denoise_strength=0.2)(
+        latent, missing, np.random.default_rng(0))
     assert not np.array_equal(den[:, ~missing], latent[:, ~missing])
 
 
 @pytest.mark.parametrize("kw, match", [
     ({"steps": 0}, "steps"), ({"strength": 0.0}, "strength"), ({"steps": 1, "strength": 0.5}, "runs no step"),
-    ({"denoise_strength": 1.0}, "denoise_strength"), ({"guidance_scale": 0.5}, "guidance_scale"),
+    ({"denoise_strength": 1.0}, "denoise_strength"), ({"denoise_strength": "automatic"}, "or 'auto'"),
+    ({"guidance_scale": 0.5}, "guidance_scale"),
 ])
 def test_bad_options_are_refused(random_tiny_codec, tiny_models, kw, match):
     with pytest.raises(ConfigError, match=match):
@@ -301,6 +302,76 @@ def test_loop_keeps_known_exactly_and_checks_shapes(tiny_models):
         denoise_latents(unet, SD15_SCHEDULER, z, generator=g, **{**kw, "controls": bad})
     with pytest.raises(ConfigError, match="strength"):
         denoise_latents(unet, SD15_SCHEDULER, z, generator=g, strength=1.5, **kw)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_noise_matched_start_is_the_latest_that_covers_sigma(tiny_models, steps):
+    """N = noise_matched_total(σ): its trailing schedule's first timestep has σ_t ≥ σ, N + 1's
+    does not (checked against diffusers' own timesteps); below σ_0 nothing runs."""
+    from diffusers import DDIMScheduler
+
+    from sim.complement.chain import noise_matched_total
+
+    config = tiny_models.scheduler_config
+    sched = DDIMScheduler.from_config(config, timestep_spacing="trailing")
+    alphas = sched.alphas_cumprod.double().numpy()
+    level = np.sqrt((1 - alphas) / alphas)
+
+    def first(n: int) -> int:  # the first of the last `steps` of n trailing timesteps
+        sched.set_timesteps(n)
+        return int(sched.timesteps[n - steps])
+
+    assert noise_matched_total(config, 0.99 * level[0], steps) is None
+    for sigma in (level[0], 0.05, 0.1, 0.3, 0.57, 1.0, 3.0):
+        n = noise_matched_total(config, sigma, steps)
+        assert steps <= n <= 1000 and level[first(n)] >= sigma
+        assert n == 1000 or level[first(n + 1)] < sigma, (sigma, n)
+    assert noise_matched_total(config, 2 * level[-1], steps) == steps and first(steps) == 999
+
+
+def test_present_sigma_tops_the_noise_up_instead_of_adding_it(tiny_models):
+    """With σ equal to the first timestep's level no noise is added (the generator is unused at
+    η = 0); with less, the missing part is drawn; with keep it is refused."""
+    from diffusers import DDIMScheduler
+
+    z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    kw = dict(encoder_hidden_states=tiny_models.prompt_embeds, steps=10, strength=0.2)
+    sched = DDIMScheduler.from_config(tiny_models.scheduler_config, timestep_spacing="trailing")
+    sched.set_timesteps(10)
+    alpha = float(sched.alphas_cumprod[int(sched.timesteps[8])])
+    exact = float(np.sqrt((1 - alpha) / alpha))
+
+    def run(seed: int, sigma: float) -> torch.Tensor:
+        return denoise_latents(tiny_models.unet, tiny_models.scheduler_config, z,
+                               generator=torch.Generator().manual_seed(seed), present_sigma=sigma, **kw)
+
+    assert torch.equal(run(0, exact), run(1, exact))
+    assert not torch.equal(run(0, exact / 2), run(1, exact / 2))
+    assert not torch.allclose(run(0, exact), run(0, 0.0))        # 0: a full level of fresh noise on top
+    with pytest.raises(InputError, match="present_sigma"):
+        denoise_latents(tiny_models.unet, tiny_models.scheduler_config, z, generator=torch.Generator(),
+                        keep=torch.ones(1, 1, 8, 8), present_sigma=0.1, **kw)
+
+
+def test_auto_denoising_follows_the_channel_noise(random_tiny_codec, tiny_models):
+    latent, missing = _case()
+    none = np.zeros(latent.shape[1:], dtype=bool)
+    auto = LearnedComplement(random_tiny_codec, tiny_models, steps=2, denoise=True)  # "auto" by default
+    assert auto.denoise_strength == "auto"
+    plain = LearnedComplement(random_tiny_codec, tiny_models, steps=2)
+    # no channel noise: the step leaves every cell as it is
+    out = auto(latent, none, np.random.default_rng(0))
+    assert auto.alters_known and np.array_equal(out, latent) and out is not latent
+    assert np.array_equal(auto(latent, missing, np.random.default_rng(0)),
+                          plain(latent, missing, np.random.default_rng(0)))
+    # with it: every cell denoised, from the timestep that covers the noise; the original untouched
+    noisy = auto.with_noise_std(0.5)
+    assert noisy is not auto and auto.noise_std == 0.0 and noisy.models is auto.models
+    out = noisy(latent, none, np.random.default_rng(0))
+    assert np.isfinite(out).all() and not np.array_equal(out, latent)
+    assert np.array_equal(out, noisy(latent, none, np.random.default_rng(0)))
+    with pytest.raises(InputError, match="noise_std"):
+        auto.with_noise_std(-1.0)
 
 
 def test_inpainting_unet_starts_as_its_base_and_reads_the_known_latent(tiny_models):

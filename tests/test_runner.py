@@ -420,8 +420,8 @@ def learned_file(tmp_path, weights, tiny_complement_dir) -> Path:
                      {"name": "learned", "kind": "complement", "method": "learned", "method_options": opts},
                      {"name": "noedge", "kind": "hybrid", "method": "learned-noedge", "method_options": opts,
                       "max_rounds": 1},
-                     {"name": "denoise", "kind": "complement", "method": "learned-denoise",
-                      "method_options": {**opts, "denoise_steps": 1}}],
+                     {"name": "denoise", "kind": "complement", "method": "learned-denoise",  # fixed start:
+                      "method_options": {**opts, "denoise_steps": 1, "denoise_strength": 0.2}}],  # runs without noise
         "sweep": {"channel.loss": [0.0, 0.3]},
     }
     path = tmp_path / "learned.yaml"

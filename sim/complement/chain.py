@@ -26,7 +26,7 @@ from sim.complement.fill import harmonic_fill
 from sim.complement.latent_inpaint import Control, denoise_latents, takes_mask
 
 __all__ = ["masked_image", "holed_image", "edge_map", "conditioning", "unet_context", "control_images", "inpaint",
-           "denoise"]
+           "denoise", "noise_matched_total"]
 
 
 def masked_image(decoded: torch.Tensor, lost: torch.Tensor) -> torch.Tensor:
@@ -132,15 +132,50 @@ def inpaint(models, z: torch.Tensor, lost: torch.Tensor, edges, image, generator
 
 
 def denoise(models, scaled: torch.Tensor, lost: torch.Tensor, edges, image, generator: torch.Generator, *,
-            stride: int, steps: int, strength: float, eta: float = 0.0, guidance_scale: float = 1.0,
-            prompt_embeds: torch.Tensor | None = None) -> torch.Tensor:
+            stride: int, steps: int, strength: float | None, eta: float = 0.0, guidance_scale: float = 1.0,
+            prompt_embeds: torch.Tensor | None = None, sigma: float | None = None) -> torch.Tensor:
     """The Canny-based denoising step (CDS): ``steps`` DDIM steps over every cell of the scaled
-    latents, from t ≈ ``strength`` × T, conditioned on the edges only (every cell counts as
-    lost). Differentiable like :func:`inpaint`.
+    latents, conditioned on the edges only (every cell counts as lost). Differentiable like
+    :func:`inpaint`.
+
+    From t ≈ ``strength`` × T (fresh noise added to the latents), or, with ``sigma`` (the
+    standard deviation of the noise already in ``scaled``, known from the channel), from the
+    first timestep whose level reaches it, the noise topped up rather than added
+    (:func:`noise_matched_total`; ``present_sigma`` of
+    :func:`~sim.complement.latent_inpaint.denoise_latents`). A ``sigma`` below the schedule's
+    finest level leaves the latents as they are.
     """
-    total = max(steps, round(steps / strength))
+    if sigma is not None:  # strength is not used
+        total = noise_matched_total(models.scheduler_config, sigma, steps)
+        if total is None:
+            return scaled
+    else:
+        total = max(steps, round(steps / strength))
     controls = control_images(models.controlnets, scaled, lost, edges, image, "denoise", stride)
     return denoise_latents(models.unet, models.scheduler_config, scaled,
                            models.prompt_embeds if prompt_embeds is None else prompt_embeds, generator,
                            controls=controls, keep=None, steps=total, strength=steps / total, eta=eta,
-                           guidance_scale=guidance_scale)
+                           guidance_scale=guidance_scale, present_sigma=sigma or 0.0)
+
+
+def noise_matched_total(scheduler_config: dict, sigma: float, steps: int) -> int | None:
+    """The DDIM schedule length N whose last ``steps`` trailing timesteps start at the first t
+    with noise level σ_t = √((1 − ᾱ_t)/ᾱ_t) ≥ ``sigma`` (the latest start that covers the noise).
+
+    With trailing spacing the last ``steps`` of N timesteps start at round(T − (N − steps)·T/N) − 1
+    (diffusers' ``DDIMScheduler``), so N is the largest one in [steps, T] whose start is ≥ that t;
+    a ``sigma`` above every
+    level starts at T − 1 (N = steps). None where ``sigma`` is below σ_0: nothing to denoise.
+    """
+    from diffusers import DDIMScheduler
+
+    alphas = DDIMScheduler.from_config(scheduler_config).alphas_cumprod.double().numpy()
+    levels = np.sqrt((1 - alphas) / alphas)
+    if sigma < levels[0]:
+        return None
+    t_cover = int(np.searchsorted(levels, sigma))        # levels rise with t
+    T = len(levels)
+    for n in range(T, steps - 1, -1):
+        if np.round(T - (n - steps) * (T / n)) - 1 >= min(t_cover, T - 1):
+            return n
+    return steps

@@ -127,6 +127,7 @@ def denoise_latents(
     guidance_scale: float = 1.0,
     timestep_spacing: str | None = "trailing",
     context: torch.Tensor | None = None,
+    present_sigma: float = 0.0,
 ) -> torch.Tensor:
     """Denoise ``latents`` with DDIM, inpainting where ``keep`` is 0.
 
@@ -161,6 +162,12 @@ def denoise_latents(
         Overrides the config's spacing; ``"trailing"`` starts at t = T − 1 even with few steps.
     context : (B, C, h, w), optional
         An inpainting UNet's context channels (default: ``latents`` × keep, the masked latent).
+    present_sigma : float ≥ 0
+        Without ``keep``: ``latents`` already carry Gaussian noise of this standard deviation
+        (x₀ + σ ε, as a noisy channel delivers them). The start tops it up to the first
+        timestep's level instead of adding a full one: √ᾱ_t (x + √max(0, σ_t² − σ²) ε), σ_t² =
+        (1 − ᾱ_t)/ᾱ_t — so the noise in the start is σ_t's, not σ_t's plus the channel's. 0: the
+        usual ``scheduler.add_noise``.
 
     Returns
     -------
@@ -188,7 +195,13 @@ def denoise_latents(
     # 2. starting latents: pure noise (strength 1) or the input noised to the first timestep
     noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32).to(latents)
     known = latents
-    if strength >= 1.0:
+    if present_sigma < 0 or (present_sigma > 0 and keep is not None):
+        raise InputError(f"present_sigma = {present_sigma!r}: expected ≥ 0, and only without keep")
+    if present_sigma > 0:
+        alpha = scheduler.alphas_cumprod[int(timesteps[0])].to(known)
+        top_up = ((1 - alpha) / alpha - present_sigma ** 2).clamp(min=0).sqrt()
+        latents = alpha.sqrt() * (known + top_up * noise)
+    elif strength >= 1.0:
         latents = noise * scheduler.init_noise_sigma
     else:
         latents = scheduler.add_noise(known, noise, timesteps[:1])

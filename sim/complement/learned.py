@@ -62,8 +62,10 @@ def _warmup_case(shape) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros(tuple(shape), dtype=np.float32), missing
 
 
-# the Canny-based denoising step's defaults (also what `train finetune --denoise-weight` trains)
-DENOISE_STRENGTH, DENOISE_STEPS = 0.2, 2
+# the Canny-based denoising step's defaults: from the channel's noise level ("auto"), 2 DDIM steps
+DENOISE_STRENGTH, DENOISE_STEPS = "auto", 2
+# its fixed start t ≈ 0.2 T (fresh noise on top of the latent's), what `train finetune --denoise-weight` trains
+FIXED_DENOISE_STRENGTH = 0.2
 
 
 class LearnedComplement:
@@ -87,8 +89,13 @@ class LearnedComplement:
         Run the EEN and feed edges to the ControlNets (False = the no-edge ablation: edge-only
         ControlNets are left out, edge channels of combined ones are zero).
     denoise : bool
-        Canny-based denoising step after inpainting: ``denoise_steps`` DDIM steps from
-        t ≈ ``denoise_strength`` × T over the whole latent, with edge control only.
+        Canny-based denoising step after inpainting: ``denoise_steps`` DDIM steps over the whole
+        latent, with edge control only. ``denoise_strength = "auto"`` (default): from the
+        timestep whose noise level matches the noise the channel added (``noise_std``, set by
+        :meth:`with_noise_std`), topped up rather than added
+        (:func:`sim.complement.chain.noise_matched_total`); with no channel noise the step
+        leaves the latent as it is. A number s: from t ≈ s × T with fresh noise, whatever the
+        channel (the fixed start; 0.2 is what ``train finetune --denoise-weight`` trains).
     guidance_scale : float
         Control guidance (1 = off); see :func:`~sim.complement.latent_inpaint.denoise_latents`.
     eta : float
@@ -98,7 +105,7 @@ class LearnedComplement:
     needs_codec = True
 
     def __init__(self, codec, models, steps: int | None = None, strength: float = 1.0, edges: bool = True,
-                 denoise: bool = False, denoise_strength: float = DENOISE_STRENGTH,
+                 denoise: bool = False, denoise_strength: float | str = DENOISE_STRENGTH,
                  denoise_steps: int = DENOISE_STEPS, guidance_scale: float = 1.0, eta: float = 0.0,
                  name: str = "learned"):
         self.codec, self.models, self.name = codec, models, name
@@ -106,7 +113,20 @@ class LearnedComplement:
         self.strength, self.edges, self.denoise = strength, edges, denoise
         self.denoise_strength, self.denoise_steps = denoise_strength, denoise_steps
         self.guidance_scale, self.eta = guidance_scale, eta
+        self.noise_std = 0.0
         self._check()
+
+    def with_noise_std(self, noise_std: float) -> "LearnedComplement":
+        """This method for a latent whose received values carry Gaussian noise of standard
+        deviation ``noise_std`` (latent units; the engine passes the awgn channel's). A shallow
+        copy: the models are shared. Only ``denoise_strength = "auto"`` uses it."""
+        import copy
+
+        if not (_is_real(noise_std) and noise_std >= 0):
+            raise InputError(f"complement {self.name}: noise_std = {noise_std!r}: expected a number ≥ 0")
+        out = copy.copy(self)
+        out.noise_std = float(noise_std)
+        return out
 
     @property
     def alters_known(self) -> bool:
@@ -143,7 +163,7 @@ class LearnedComplement:
     def _run(self, latent, missing, generator) -> dict:
         import torch
 
-        from sim.complement.chain import conditioning, denoise, inpaint
+        from sim.complement.chain import conditioning, denoise, inpaint, noise_matched_total
 
         out, missing = check_inputs(latent, missing, f"complement {self.name}")
         c = out.shape[0]
@@ -151,10 +171,13 @@ class LearnedComplement:
             raise InputError(f"complement {self.name}: latent has {c} channels, the UNet takes "
                              f"{self.models.unet.config.out_channels}")
         result = {"latent": out, "edges": None, "masked_image": None}
-        if not missing.any() and not self.denoise:
+        sf = float(self.codec.model.scaling_factor)
+        sigma = sf * self.noise_std if self.denoise_strength == "auto" else None
+        cds = self.denoise and (sigma is None or noise_matched_total(self.models.scheduler_config, sigma,
+                                                                       self.denoise_steps) is not None)
+        if not missing.any() and not cds:
             return result
         device = self.models.unet.device
-        sf = float(self.codec.model.scaling_factor)
         z = torch.from_numpy(out)[None].to(device)
         lost = torch.from_numpy(missing)[None, None].to(device, torch.float32)
         # 1. conditioning: EEN edges and the masked image, where the weight set's ControlNets take them
@@ -167,11 +190,11 @@ class LearnedComplement:
             scaled = inpaint(self.models, z, lost, edges, image, scaling_factor=sf, stride=_stride(self.codec),
                              steps=self.steps, strength=self.strength, **loop)
         # 3. Canny-based denoising step over the whole latent
-        if self.denoise:
+        if cds:
             scaled = denoise(self.models, scaled, lost, edges, image, stride=_stride(self.codec),
-                             steps=self.denoise_steps, strength=self.denoise_strength, **loop)
+                             steps=self.denoise_steps, strength=self.denoise_strength, sigma=sigma, **loop)
         repaired = (scaled / sf)[0].float().cpu().numpy()
-        if self.denoise:
+        if cds:
             out = repaired.astype(np.float32)
         else:
             out[:, missing] = repaired[:, missing]
@@ -320,7 +343,8 @@ def _check_loop(loop: dict) -> None:
              "strength": (lambda v: _is_real(v) and 0 < v <= 1, "a number in (0, 1]"),
              "edges": (lambda v: isinstance(v, (bool, np.bool_)), "true or false"),
              "denoise": (lambda v: isinstance(v, (bool, np.bool_)), "true or false"),
-             "denoise_strength": (lambda v: _is_real(v) and 0 < v < 1, "a number in (0, 1)"),
+             "denoise_strength": (lambda v: v == "auto" or (_is_real(v) and 0 < v < 1),
+                                  "a number in (0, 1) or 'auto'"),
              "denoise_steps": (lambda v: _is_int(v) and v >= 1, "an integer ≥ 1"),
              "guidance_scale": (lambda v: _is_real(v) and v >= 1, "a number ≥ 1 (1 = off)"),
              "eta": (lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1]")}

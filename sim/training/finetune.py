@@ -38,7 +38,7 @@ import torch
 from tqdm import tqdm
 
 from sim.complement.chain import conditioning, denoise, inpaint
-from sim.complement.learned import DENOISE_STEPS, DENOISE_STRENGTH
+from sim.complement.learned import DENOISE_STEPS, FIXED_DENOISE_STRENGTH
 from sim.complement.models import SHIPPED_TINY, load_weight_set, save_weight_set
 from sim.errors import ConfigError
 from sim.training.codec import quantization_noise
@@ -90,8 +90,9 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
         scale ``complement-eval --size`` sees; default: the multi-scale crops of the originals).
     denoise_weight : float
         Also train the Canny-based denoising step (``learned-denoise``): the inpainted latents go
-        through :func:`~sim.complement.chain.denoise` with the method's defaults
-        (``DENOISE_STEPS`` steps from t ≈ ``DENOISE_STRENGTH`` × T), are decoded, and this weight
+        through :func:`~sim.complement.chain.denoise` at the method's fixed start
+        (``DENOISE_STEPS`` steps from t ≈ ``FIXED_DENOISE_STRENGTH`` × T, fresh noise), are
+        decoded, and this weight
         times the same L1 + LPIPS loss is added (default 0: inpainting only).
     perceptual : callable, optional
         The perceptual loss ``f(x̂, x) → (B,)`` (default: VGG-LPIPS, :func:`sim.lpips.load_lpips`
@@ -177,7 +178,7 @@ def finetune_complement(images: str | Path, out: str | Path, weights: str | Path
         terms = {"l1": l1, "lpips": lp}
         if denoise_weight > 0:  # 3. the Canny-based denoising step on the inpainted latents, as it runs
             cleaned = denoise(models, scaled, lost, edges, image, gen, stride=stride, steps=DENOISE_STEPS,
-                              strength=DENOISE_STRENGTH, prompt_embeds=null)
+                              strength=FIXED_DENOISE_STRENGTH, prompt_embeds=null)
             l1_den, lp_den = _decoded_losses(model, perceptual, cleaned, x, lpips_weight)
             terms["denoise"] = l1_weight * l1_den + lpips_weight * lp_den
             loss = loss + denoise_weight * terms["denoise"]
