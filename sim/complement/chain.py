@@ -164,8 +164,8 @@ def noise_matched_total(scheduler_config: dict, sigma: float, steps: int) -> int
 
     With trailing spacing the last ``steps`` of N timesteps start at round(T − (N − steps)·T/N) − 1
     (diffusers' ``DDIMScheduler``), so N is the largest one in [steps, T] whose start is ≥ that t;
-    a ``sigma`` above every
-    level starts at T − 1 (N = steps). None where ``sigma`` is below σ_0: nothing to denoise.
+    a ``sigma`` above every level starts at T − 1 (N = steps). None where ``sigma`` is below σ_0:
+    nothing to denoise.
     """
     from diffusers import DDIMScheduler
 

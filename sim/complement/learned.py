@@ -22,6 +22,7 @@ Names (:data:`CODEC_METHODS`; registered in :data:`sim.complement.COMPLEMENT_MET
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import math
@@ -120,8 +121,6 @@ class LearnedComplement:
         """This method for a latent whose received values carry Gaussian noise of standard
         deviation ``noise_std`` (latent units; the engine passes the awgn channel's). A shallow
         copy: the models are shared. Only ``denoise_strength = "auto"`` uses it."""
-        import copy
-
         if not (_is_real(noise_std) and noise_std >= 0):
             raise InputError(f"complement {self.name}: noise_std = {noise_std!r}: expected a number ≥ 0")
         out = copy.copy(self)
