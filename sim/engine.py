@@ -57,7 +57,7 @@ from sim.packets import (
 )
 from sim.policies.base import Decision
 
-__all__ = ["ReceiverConfig", "Transmission", "transmit", "MAX_PASSES"]
+__all__ = ["ReceiverConfig", "Transmission", "transmit", "received_noise_std", "MAX_PASSES"]
 
 MAX_PASSES = 256  # safety stop: a header that never gets through ends the transfer here
 _unpack_header = HEADER.unpack_from
@@ -424,6 +424,18 @@ class _Session:
         return out
 
 
+def received_noise_std(codec, side: bytes, channel=None, values: np.ndarray | None = None) -> float:
+    """Standard deviation of the noise in received latent values (latent units): the codec's
+    quantization error (``codec.quantization_noise_std(side)``, where it has a closed form) and,
+    for a channel with ``noise_std`` (awgn), its noise on ``values`` (the clean received
+    values); independent, so their variances add."""
+    quant = getattr(codec, "quantization_noise_std", None)
+    q = (quant(side) if quant is not None else None) or 0.0
+    noise_std = getattr(channel, "noise_std", None)
+    c = noise_std(values) if noise_std is not None and values is not None and values.size else 0.0
+    return math.hypot(q, c)
+
+
 def transmit(codec, prep, *, image_id: int, packetizer: PacketizerConfig, link, channel, policy,
              receiver: ReceiverConfig, rng: np.random.Generator, trace: list | None = None,
              packets: Packets | None = None, method=None) -> Transmission:
@@ -440,9 +452,10 @@ def transmit(codec, prep, *, image_id: int, packetizer: PacketizerConfig, link, 
         ``delay_s``, ``jitter_s``, ``header_bytes``, ``max_payload``)
     channel : a channel from ``channels.make_channel``; if it has ``add_noise(values, rng)``
         (awgn), the received latent values get that noise (the quantized symbols travel
-        as they are; the noise models analog transmission of the dequantized values), and a
-        ``method`` with ``with_noise_std`` is told its standard deviation
-        (``channel.noise_std(values)``), as a receiver that knows its SNR would estimate it
+        as they are; the noise models analog transmission of the dequantized values). A
+        ``method`` with ``with_noise_std`` is told the noise in the received values
+        (:func:`received_noise_std`: quantization and channel), as a receiver that knows its
+        quantizer and its SNR would work it out
     policy : a policy from ``sim.policies.make_policy``
     receiver : ReceiverConfig
     rng : numpy.random.Generator. Spawned into four independent streams (channel, link
@@ -492,10 +505,10 @@ def transmit(codec, prep, *, image_id: int, packetizer: PacketizerConfig, link, 
         latent = np.zeros((c, h, w), dtype=np.float32)
     missing = ~got.reshape(h, w)
     add_noise = getattr(channel, "add_noise", None)
+    known = ~missing
+    if method is not None and hasattr(method, "with_noise_std") and got.any():
+        method = method.with_noise_std(received_noise_std(codec, s.side, channel, latent[:, known]))
     if callable(add_noise) and got.any():
-        known = ~missing
-        if method is not None and hasattr(method, "with_noise_std"):  # a receiver that knows its SNR
-            method = method.with_noise_std(channel.noise_std(latent[:, known]))
         latent[:, known] = add_noise(latent[:, known], s.noise_rng)
     wall1 = time.perf_counter()
     out, complemented = policy.repair(latent, missing, s.repair_rng, method=method)

@@ -261,10 +261,14 @@ def test_awgn_adds_noise_to_received_values_only_deterministically(range_codec):
     assert abs(snr - 10.0) < 1.0
 
 
-def test_awgn_tells_a_noise_aware_method_its_noise_std(range_codec):
-    """A method with ``with_noise_std`` gets √(mean(clean²) / 10^(snr/10)) of the received block."""
+def test_a_noise_aware_method_is_told_the_quantization_and_channel_noise(range_codec):
+    """A method with ``with_noise_std`` gets √(σ_q² + σ_c²): σ_q = RMS of Δ/√12 over channels
+    (Δ = the channel's range / 63 at 6 bits), σ_c = √(mean(clean²) / 10^(snr/10)) for awgn."""
     codec, prep = range_codec
-    clean = codec.dequantize(prep.symbols, prep.side)
+    clean = codec.dequantize(prep.symbols, prep.side).astype(np.float64)
+    flat = clean.reshape(4, -1)
+    delta = (flat.max(axis=1) - flat.min(axis=1)) / 63       # the extremes are symbols 0 and 63
+    sigma_q = np.sqrt(np.mean(delta ** 2) / 12)
     told = []
 
     class Aware:
@@ -277,10 +281,14 @@ def test_awgn_tells_a_noise_aware_method_its_noise_std(range_codec):
         def __call__(self, latent, missing, rng):
             return latent
 
-    transmit(codec, prep, image_id=0, packetizer=PacketizerConfig(tile=4), link=Link(rate_bps=1e6, delay_s=0.01),
-             channel=make_channel("awgn", snr_db=10.0), policy=make_policy("complement", method="learned-denoise"),
-             receiver=ReceiverConfig(), rng=np.random.default_rng(3), method=Aware())
-    assert told == [pytest.approx(np.sqrt(np.mean(clean.astype(np.float64) ** 2) / 10.0), rel=1e-6)]
+    for channel, sigma_c in ((make_channel("awgn", snr_db=10.0), np.sqrt(np.mean(clean ** 2) / 10.0)),
+                             (make_channel("bernoulli", loss=0.0), 0.0)):
+        transmit(codec, prep, image_id=0, packetizer=PacketizerConfig(tile=4),
+                 link=Link(rate_bps=1e6, delay_s=0.01), channel=channel,
+                 policy=make_policy("complement", method="learned-denoise"), receiver=ReceiverConfig(),
+                 rng=np.random.default_rng(3), method=Aware())
+        assert told.pop() == pytest.approx(np.hypot(sigma_q, sigma_c), rel=1e-5) and not told
+    assert 0.005 < sigma_q < 0.05 and codec.quantization_noise_std(prep.side) == pytest.approx(sigma_q, rel=1e-5)
 
 
 def test_header_that_never_arrives_ends_after_max_passes():

@@ -76,6 +76,20 @@ def test_uniform_error_at_most_half_step(bits, latent):
     assert (err <= delta[:, None] / 2 + slack).all()
 
 
+def test_uniform_noise_std_is_the_rounding_error_of_a_fine_step():
+    """Δ/√12 (RMS over channels): the std of a uniform error on [−Δ/2, Δ/2]; at 8 bits on a
+    128 × 128 latent the measured error matches it within 2 % (its SE is ≈ 0.5 %)."""
+    z = synthetic_latent(np.random.default_rng(3), h=128, w=128)
+    q = UniformQuantizer(8)
+    side = q.fit(z)
+    flat = z.reshape(4, -1).astype(np.float64)
+    delta = (flat.max(1) - flat.min(1)) / 255
+    assert q.noise_std(side) == pytest.approx(np.sqrt(np.mean(delta ** 2) / 12), rel=1e-6)
+    err = q.dequantize(q.quantize(z, side), side).astype(np.float64) - z
+    assert np.sqrt(np.mean(err ** 2)) == pytest.approx(q.noise_std(side), rel=0.02)
+    assert not hasattr(PaletteQuantizer(), "noise_std")    # no closed form: the engine counts none
+
+
 def test_uniform_any_trailing_shape_constant_channel_and_saturation(latent):
     q = UniformQuantizer(4)
     latent[2] = 1.25  # zero range: symbol 0, reconstructed exactly

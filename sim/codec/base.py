@@ -131,6 +131,12 @@ class Codec:
         qside, _ = _unpack(side, 2)
         return self.quantizer.dequantize(symbols, qside)
 
+    def quantization_noise_std(self, side: bytes) -> float | None:
+        """The standard deviation of the quantizer's error for this side info, where the
+        quantizer has a closed form for it (uniform: Δ/√12, RMS over channels); else None."""
+        noise_std = getattr(self.quantizer, "noise_std", None)
+        return None if noise_std is None else noise_std(_unpack(side, 2)[0])
+
     # -- whole image ---------------------------------------------------------------
     def compress(self, image: np.ndarray) -> dict:
         """Image → ``{"strings": [payload], "side": bytes, "shape": (C, h, w), "latent": z}``."""

@@ -97,6 +97,12 @@ class UniformQuantizer:
             raise InputError("uniform quantizer: side info has a non-finite or inverted range")
         return lo, (hi - lo) / (self.alphabet_size - 1)
 
+    def noise_std(self, side: bytes) -> float:
+        """RMS over channels of the rounding error's standard deviation, Δ/√12 (the error is
+        uniform on [−Δ/2, Δ/2] when Δ is small against the latent's spread)."""
+        _, delta = self._ranges(side)
+        return float(np.sqrt(np.mean(np.square(delta)) / 12.0))
+
     def quantize(self, latent: np.ndarray, side: bytes) -> np.ndarray:
         """(C, h, w) latent → (C, h, w) int64 symbols in [0, 2**bits)."""
         latent = _check_latent(latent, "uniform quantizer")

@@ -198,6 +198,7 @@ def evaluate(codec, images, losses, methods: dict, layout: str = "tile", tile: i
     from tqdm import tqdm
 
     from sim.complement.een import EDGE_THRESHOLDS, canny_edges, edge_counts, f1_from_counts, ods_f1
+    from sim.engine import received_noise_std
     from sim.images import to_tensor
     from sim.lpips import MIN_SIZE
     from sim.metrics import psnr, ssim
@@ -211,7 +212,9 @@ def evaluate(codec, images, losses, methods: dict, layout: str = "tile", tile: i
     bar = tqdm(total=len(images) * len(losses) * masks, desc=NAME, unit="mask", disable=not progress,
                file=sys.stderr)
     for name, img in images:
-        sent = np.asarray(codec.dequantize(*_prepared(codec, img)), dtype=np.float32)
+        symbols, side = _prepared(codec, img)
+        sent = np.asarray(codec.dequantize(symbols, side), dtype=np.float32)
+        noise_std = received_noise_std(codec, side)  # quantization only: no channel noise here
         c, h, w = sent.shape
         if not warmed:  # one-off set-up (kernels, imports) kept out of the timings
             for fn in methods.values():
@@ -225,6 +228,8 @@ def evaluate(codec, images, losses, methods: dict, layout: str = "tile", tile: i
             missing = packet_loss_mask(layout, tile, h, w, rate, mask_rng)
             outs = {"resend": (resend, None, None)}
             for mname, fn in methods.items():
+                if hasattr(fn, "with_noise_std"):  # as the engine tells it (learned-denoise's auto start)
+                    fn = fn.with_noise_std(noise_std)
                 t0 = time.perf_counter()
                 latent, edges = _repair(fn, sent, missing, np.random.default_rng(method_ss))
                 dt = time.perf_counter() - t0

@@ -92,10 +92,10 @@ class LearnedComplement:
     denoise : bool
         Canny-based denoising step after inpainting: ``denoise_steps`` DDIM steps over the whole
         latent, with edge control only. ``denoise_strength = "auto"`` (default): from the
-        timestep whose noise level matches the noise the channel added (``noise_std``, set by
-        :meth:`with_noise_std`), topped up rather than added
-        (:func:`sim.complement.chain.noise_matched_total`); with no channel noise the step
-        leaves the latent as it is. A number s: from t ≈ s × T with fresh noise, whatever the
+        timestep whose noise level matches the noise in the received values (``noise_std``,
+        set by :meth:`with_noise_std`: quantization and channel), topped up rather than added
+        (:func:`sim.complement.chain.noise_matched_total`); below the schedule's finest level
+        (and with ``noise_std`` 0, the default) the step leaves the latent as it is. A number s: from t ≈ s × T with fresh noise, whatever the
         channel (the fixed start; 0.2 is what ``train finetune --denoise-weight`` trains).
     guidance_scale : float
         Control guidance (1 = off); see :func:`~sim.complement.latent_inpaint.denoise_latents`.
@@ -118,9 +118,10 @@ class LearnedComplement:
         self._check()
 
     def with_noise_std(self, noise_std: float) -> "LearnedComplement":
-        """This method for a latent whose received values carry Gaussian noise of standard
-        deviation ``noise_std`` (latent units; the engine passes the awgn channel's). A shallow
-        copy: the models are shared. Only ``denoise_strength = "auto"`` uses it."""
+        """This method for a latent whose received values carry noise of standard deviation
+        ``noise_std`` (latent units; the engine and complement-eval pass
+        :func:`sim.engine.received_noise_std`: quantization and channel). A shallow copy: the
+        models are shared. Only ``denoise_strength = "auto"`` uses it."""
         if not (_is_real(noise_std) and noise_std >= 0):
             raise InputError(f"complement {self.name}: noise_std = {noise_std!r}: expected a number ≥ 0")
         out = copy.copy(self)
