@@ -173,9 +173,8 @@ def noise_matched_total(scheduler_config: dict, sigma: float, steps: int) -> int
     levels = np.sqrt((1 - alphas) / alphas)
     if sigma < levels[0]:
         return None
-    t_cover = int(np.searchsorted(levels, sigma))        # levels rise with t
     T = len(levels)
-    for n in range(T, steps - 1, -1):
-        if np.round(T - (n - steps) * (T / n)) - 1 >= min(t_cover, T - 1):
-            return n
-    return steps
+    t_cover = min(int(np.searchsorted(levels, sigma)), T - 1)  # levels rise with t
+    n = np.arange(T, steps - 1, -1)                             # longest schedule first
+    starts = np.round(T - (n - steps) * (T / n)) - 1
+    return int(n[np.argmax(starts >= t_cover)])                 # n = steps starts at T − 1: always one
