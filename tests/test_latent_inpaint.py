@@ -252,9 +252,12 @@ def test_sd15_path_runs_from_folders(sd_codec, sd15_models):
     assert np.array_equal(out[:, ~missing], latent[:, ~missing]) and np.isfinite(out).all()
     assert np.array_equal(out, method(latent, missing, np.random.default_rng(0)))
     _check_slice(out[0, 2:5, 2:5], EXPECTED_SD15)
-    for kw in ({"edges": False}, {"denoise": True}):
+    for kw in ({"edges": False}, {"denoise": True}, {"denoise": True, "denoise_strength": 0.2}):
         res = LearnedComplement(sd_codec, sd15_models, steps=2, **kw)(latent, missing, np.random.default_rng(0))
         assert np.isfinite(res).all()
+    noisy = LearnedComplement(sd_codec, sd15_models, steps=2, denoise=True).with_noise_std(0.3)
+    res = noisy(latent, missing, np.random.default_rng(0))       # the noise-matched start, canny control
+    assert np.isfinite(res).all() and not np.array_equal(res[:, ~missing], latent[:, ~missing])
 
 
 def test_sd15_loading_errors(tiny_sd15_dirs, tmp_path):
