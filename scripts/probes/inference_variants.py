@@ -86,8 +86,9 @@ def main() -> None:
     else:
         learned = make_method("learned", codec, cache={}, weights=args.weights)
         variants = scale_variants(learned) if args.variant == "scale" else rotation_variants(learned)
+    versus = args.versus or ("shipped" if args.variant == "sampler" else "interp")
     res = evaluate(codec, load_image_set(args.images, 512), [args.loss], {"interp": harmonic_fill, **variants},
-                   lpips=load_lpips(), masks=args.masks, versus=args.versus or ("shipped" if args.variant == "sampler" else "interp"))
+                   lpips=load_lpips(), masks=args.masks, versus=versus)
     for r in res["rows"]:
         if "d_lpips" in r:
             d, e = r["d_psnr"], r["d_lpips"]

@@ -95,8 +95,9 @@ class LearnedComplement:
         timestep whose noise level matches the noise in the received values (``noise_std``,
         set by :meth:`with_noise_std`: quantization and channel), topped up rather than added
         (:func:`sim.complement.chain.noise_matched_total`); below the schedule's finest level
-        (and with ``noise_std`` 0, the default) the step leaves the latent as it is. A number s: from t ≈ s × T with fresh noise, whatever the
-        channel (the fixed start; 0.2 is what ``train finetune --denoise-weight`` trains).
+        (and with ``noise_std`` 0, the default) the step leaves the latent as it is. A number s:
+        from t ≈ s × T with fresh noise, whatever the channel (the fixed start; 0.2 is what
+        ``train finetune --denoise-weight`` trains).
     guidance_scale : float
         Control guidance (1 = off); see :func:`~sim.complement.latent_inpaint.denoise_latents`.
     eta : float
@@ -192,7 +193,8 @@ class LearnedComplement:
         # 3. Canny-based denoising step over the whole latent
         if cds:
             scaled = denoise(self.models, scaled, lost, edges, image, stride=_stride(self.codec),
-                             steps=self.denoise_steps, strength=self.denoise_strength, sigma=sigma, **loop)
+                             steps=self.denoise_steps, strength=None if sigma is not None else self.denoise_strength,
+                             sigma=sigma, **loop)
         repaired = (scaled / sf)[0].float().cpu().numpy()
         if cds:
             out = repaired.astype(np.float32)
