@@ -394,7 +394,7 @@ def build_report(out: str | Path, formats=FORMATS) -> dict:
     st = build_stats(data)
     crossovers = find_crossovers(data, st)
     written: dict = {}
-    written.update(write_summaries(data.records, out))  # what the runner writes: same function, same records
+    written.update(write_summaries(data.read, out))  # what the runner writes: same function, same records
 
     from reports.figures import make_figures
 

@@ -47,7 +47,9 @@ class ReportData:
     """Everything a report shows, read from one output folder."""
 
     out: Path
-    records: list[dict]                      # latest record per key, no errors, derived fields added
+    records: list[dict]                      # latest record per key, no errors, derived fields added;
+    #                                          point = the index of its values among the points
+    read: list[dict]                         # the readable records of results.jsonl, as written
     errors: list[dict]                       # latest record per key that is an error record
     skipped: list[tuple[int, str]]           # corrupt lines of results.jsonl
     scenario: dict | None                    # scenario.resolved.yaml, parsed
@@ -127,6 +129,20 @@ def _planned_points(scenario: dict | None) -> list[dict] | None:
     return [dict(zip(keys, c)) for c in combos]
 
 
+def _point_indices(records: list[dict], planned: list[dict] | None) -> list[dict]:
+    """Copies of ``records`` whose ``point`` is the index of their swept values among the planned
+    points (records name a point by its values, :func:`sim.units.point_id`); values not planned
+    get the next indices, in order of appearance."""
+    from sim.units import point_id
+
+    index = {point_id(sw): i for i, sw in enumerate(planned or [])}
+    out = []
+    for r in records:
+        pid = point_id(r.get("sweep") or {}) if isinstance(r.get("sweep") or {}, dict) else str(r.get("point"))
+        out.append({**r, "point": index.setdefault(pid, len(index))})
+    return out
+
+
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -155,7 +171,8 @@ def load_report_data(out: str | Path) -> ReportData:
             provenance = json.loads(prov.read_text(encoding="utf-8"))
         except ValueError:
             notes.append(f"{PROVENANCE_FILE} is not valid JSON; provenance left out")
-    latest = latest_records(raw)
+    planned = _planned_points(scenario)
+    latest = _point_indices(latest_records(raw, str(out / RESULTS_FILE)), planned)
     records = [dict(r, **derived_fields(r)) for r in latest if "error" not in r]
     errors = [r for r in latest if "error" in r]
 
@@ -174,7 +191,6 @@ def load_report_data(out: str | Path) -> ReportData:
             kinds[r["policy"]] = r["policy_kind"]
 
     # points: planned ones, then any seen only in records
-    planned = _planned_points(scenario)
     points: dict[int, PointInfo] = {}
     for i, sw in enumerate(planned or []):
         points[i] = PointInfo(i, sw)
@@ -226,7 +242,7 @@ def load_report_data(out: str | Path) -> ReportData:
             expected[(p.index, pol)] = repeats * n_images if repeats and n_images else None
 
     ordered = sorted(points.values(), key=lambda p: p.index)
-    return ReportData(out=out, records=records, errors=errors, skipped=skipped, scenario=scenario,
+    return ReportData(out=out, records=records, read=raw, errors=errors, skipped=skipped, scenario=scenario,
                       scenario_text=scenario_text, provenance=provenance, points=ordered,
                       policies=policies, policy_kinds=kinds, axis_key=axis_key, facet_keys=facet_keys,
                       expected=expected, notes=notes)

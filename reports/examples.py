@@ -72,8 +72,8 @@ def save_examples(out, point: int, repeat: int, image_id: int, name: str, origin
     name : str — the image name (a folder name under the point)
     original : (H, W, 3) uint8 — the image as sent
     lossfree : (H, W, 3) uint8 — the decode of the latent as sent (no loss)
-    outputs : list of (policy name, transmission, (H, W, 3) uint8 reconstruction). The
-        transmission's ``missing`` ((h, w) bool, cells missing at decode) makes the holes.
+    outputs : list of (policy name, missing, (H, W, 3) uint8 reconstruction): ``missing``
+        ((h, w) bool, the cells missing at decode) makes the holes.
     edges : (H, W) or (h, w) array in [0, 1], optional — the estimated edge map (EEN) of the
         received latent, saved as ``edges.png``
     repeats : which repeats to keep (default: the first)
@@ -91,8 +91,7 @@ def save_examples(out, point: int, repeat: int, image_id: int, name: str, origin
         written.append(folder / "original.png")
         base = _rgb8(lossfree).copy()
         holes = np.zeros(base.shape[:2], dtype=bool)
-        for _, t, _ in outputs:
-            miss = getattr(t, "missing", None)
+        for _, miss, _ in outputs:
             if miss is not None and np.asarray(miss).ndim == 2 and np.asarray(miss).any():
                 holes |= _upsample(np.asarray(miss, dtype=bool), base.shape)
         base[holes] = HOLE_RGB

@@ -18,7 +18,7 @@ from sim.errors import LatentcastError
 __all__ = ["main", "COMMANDS"]
 
 # sub-command modules, in the order `latentcast --help` lists them
-COMMANDS = ("run", "validate", "codec_eval", "train", "report", "complement_eval")
+COMMANDS = ("run", "merge", "validate", "codec_eval", "train", "report", "complement_eval")
 
 
 def _load(name: str):

@@ -83,19 +83,25 @@ class ReceiverConfig:
 
 @dataclass
 class Transmission:
-    """What one image's transfer gave the receiver.
+    """What one image's transfer gave the receiver, before any repair.
 
-    latent : (C, h, w) float32 — after fill / complement, for ``codec.decode``
-    missing : (h, w) bool — cells missing when the receiver decoded (before repair)
+    latent : (C, h, w) float32 — the received, dequantized latent (channel noise added);
+        missing cells are 0
+    missing : (h, w) bool — cells missing when the receiver decoded
     stats : dict — simulated, deterministic quantities (same seed → same dict)
     wall : dict — measured wall-clock seconds: ``engine_s`` (simulation, packetizing,
-        payload decoding), ``repair_s`` (the policy's fill / complement)
+        payload decoding)
+    noise_std : float — the noise in the received values (:func:`received_noise_std`:
+        quantization and channel), which a complement method takes as its ``noise_std``
+    repair_rng : numpy.random.Generator — the repair stage's stream of this transmission
     """
 
     latent: np.ndarray
     missing: np.ndarray
     stats: dict
     wall: dict
+    noise_std: float
+    repair_rng: np.random.Generator
 
 
 @lru_cache(maxsize=256)
@@ -438,8 +444,9 @@ def received_noise_std(codec, side: bytes, channel=None, values: np.ndarray | No
 
 def transmit(codec, prep, *, image_id: int, packetizer: PacketizerConfig, link, channel, policy,
              receiver: ReceiverConfig, rng: np.random.Generator, trace: list | None = None,
-             packets: Packets | None = None, method=None) -> Transmission:
-    """Send one prepared image and return what the receiver decodes.
+             packets: Packets | None = None) -> Transmission:
+    """Send one prepared image and return what the receiver received when it decoded (no repair:
+    :mod:`sim.stages` repairs, decodes and scores).
 
     Parameters
     ----------
@@ -452,8 +459,8 @@ def transmit(codec, prep, *, image_id: int, packetizer: PacketizerConfig, link, 
         ``delay_s``, ``jitter_s``, ``header_bytes``, ``max_payload``)
     channel : a channel from ``channels.make_channel``; if it has ``add_noise(values, rng)``
         (awgn), the received latent values get that noise (the quantized symbols travel
-        as they are; the noise models analog transmission of the dequantized values). A
-        ``method`` with ``with_noise_std`` is told the noise in the received values
+        as they are; the noise models analog transmission of the dequantized values). The
+        transmission's ``noise_std`` is the noise in the received values
         (:func:`received_noise_std`: quantization and channel), as a receiver that knows its
         quantizer and its SNR would work it out
     policy : a policy from ``sim.policies.make_policy``
@@ -467,11 +474,6 @@ def transmit(codec, prep, *, image_id: int, packetizer: PacketizerConfig, link, 
         ``ack_arrive``.
     packets : Packets, optional. Reuse ``packetize`` output across policies (it must have
         been made for this codec, prep, image_id and packetizer).
-    method : callable, optional. The policy's complement method, built once per run with
-        ``sim.complement.make_method(policy.method, codec, cache=..., **policy.method_options)``
-        and handed to ``policy.repair``. None: the policy uses its registry function, which is
-        enough for ``zero``/``mean``/``interp``; a codec method (``learned``…) then raises
-        ConfigError when it is needed. Policies without a ``method`` ignore it.
 
     Returns
     -------
@@ -504,15 +506,12 @@ def transmit(codec, prep, *, image_id: int, packetizer: PacketizerConfig, link, 
         got = np.zeros(h * w, dtype=bool)
         latent = np.zeros((c, h, w), dtype=np.float32)
     missing = ~got.reshape(h, w)
-    add_noise = getattr(channel, "add_noise", None)
+    latent[:, missing] = 0.0
     known = ~missing
-    if method is not None and hasattr(method, "with_noise_std") and got.any():
-        method = method.with_noise_std(received_noise_std(codec, s.side, channel, latent[:, known]))
+    noise_std = received_noise_std(codec, s.side, channel, latent[:, known]) if s.header_done and got.any() else 0.0
+    add_noise = getattr(channel, "add_noise", None)
     if callable(add_noise) and got.any():
         latent[:, known] = add_noise(latent[:, known], s.noise_rng)
-    wall1 = time.perf_counter()
-    out, complemented = policy.repair(latent, missing, s.repair_rng, method=method)
-    wall2 = time.perf_counter()
     if trace is not None:
         trace.sort(key=lambda e: e[0])
 
@@ -543,8 +542,6 @@ def transmit(codec, prep, *, image_id: int, packetizer: PacketizerConfig, link, 
         "first_pass_lost_share": s.first_lost_cells / (h * w),
         "missing_cells": n_missing,
         "missing_share": n_missing / (h * w),
-        "complemented": bool(complemented),
         "packet_limit_bytes": pk.limit,
     }
-    wall = {"engine_s": (wall1 - wall0) + (time.perf_counter() - wall2), "repair_s": wall2 - wall1}
-    return Transmission(np.asarray(out, dtype=np.float32), missing, stats, wall)
+    return Transmission(latent, missing, stats, {"engine_s": time.perf_counter() - wall0}, noise_std, s.repair_rng)

@@ -79,15 +79,22 @@ def record_line(record: dict) -> str:
 
 
 class ResultsWriter:
-    """Appends records to a results file, flushing each line as it is written."""
+    """Appends records to a results file: each call's lines are flushed and fsynced before it
+    returns, so a record written survives a kill of the process (or of the machine)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
-        self._fh.write(record_line(record) + "\n")
+        self.write_many([record])
+
+    def write_many(self, records: list[dict]) -> None:
+        if not records:
+            return
+        self._fh.write("".join(record_line(r) + "\n" for r in records))
         self._fh.flush()
+        os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         self._fh.close()
@@ -161,15 +168,33 @@ def read_records(path: str | Path, *, repair: bool = False, skip_bad: bool = Fal
     return records
 
 
-def latest_records(records: list[dict]) -> list[dict]:
-    """One record per ``key``: the last one written, in the order the keys first appear."""
+def _content(rec: dict) -> dict:
+    """What a record measured: everything but its wall-clock ``wall`` mapping."""
+    return {k: v for k, v in rec.items() if k != "wall"}
+
+
+def latest_records(records: list[dict], source: str = "results") -> list[dict]:
+    """One record per ``key``, in the order the keys first appear: the measured record where
+    there is one (an ``error`` record is superseded by any other), else the last error.
+
+    Raises
+    ------
+    InputError
+        Two measured records of one key disagree (wall-clock fields aside): runs of other
+        seeds or scenarios were mixed in one file. One line naming ``source`` and the key.
+    """
     first: dict = {}
-    last: dict = {}
+    best: dict = {}
     for i, rec in enumerate(records):
         k = json.dumps(rec.get("key"), sort_keys=True)
         first.setdefault(k, i)
-        last[k] = rec
-    return [last[k] for k in sorted(first, key=first.get)]
+        old = best.get(k)
+        if old is not None and "error" not in old and "error" not in rec and _content(old) != _content(rec):
+            raise InputError(f"{source}: two records of key {k} disagree (other seeds or scenarios mixed in one "
+                             f"file?); keep one run per folder, or join shards with `latentcast merge`")
+        if old is None or "error" in old:
+            best[k] = rec
+    return [best[k] for k in sorted(first, key=first.get)]
 
 
 def derived_fields(rec: dict) -> dict:
@@ -257,31 +282,40 @@ def summarize(source, *, timings: bool = False) -> list[dict]:
     ``timings`` the wall-clock ``wall.*`` metrics instead (``timings.csv``).
 
     Without ``timings`` every value is deterministic: two runs of one scenario and seed give
-    the same rows. One row per sweep point × policy × metric, in point order, then policies
-    in the order they first appear, then metrics (sorted). Columns:
+    the same rows, whatever order their records were written in. One row per sweep point ×
+    policy × metric, points in the order of their swept values (numbers by value; the
+    sweep's keys sorted), then policies in the order they first appear, then metrics (sorted). Columns:
     ``point``, one column per swept field (its dotted name), ``policy``, ``metric``, ``n``
     (records with a value), ``n_null`` (records where it is null, e.g. an infinite PSNR;
     left out of the statistics), ``mean``, ``std`` (sample, ddof = 1), ``ci95`` (half-width
     of the Student-t 95 % interval of the mean, ``t_{0.975, n−1} · std / √n``),
     ``ci95_low``, ``ci95_high``. Statistics need n ≥ 1 (mean) or n ≥ 2 (std, CI); missing
-    ones are empty. Failed transmissions (``error`` records) are left out; the last record
-    per key counts. Metrics are the records' numeric fields and their
+    ones are empty. Failed transmissions (``error`` records) are left out; a measured record
+    supersedes an error of its key, and two measured records of one key that disagree are an
+    :class:`InputError` (:func:`latest_records`). Metrics are the records' numeric fields and their
     :func:`derived_fields` (a field a record already has is kept).
     """
+    name = str(source) if isinstance(source, (str, os.PathLike)) else "results"
     records = read_records(source) if isinstance(source, (str, os.PathLike)) else list(source)
-    records = [{**r, **derived_fields(r)} for r in latest_records(records) if "error" not in r]
+    latest = latest_records(records, name)
+    policy_order: dict = {}
+    for rec in latest:  # error records too: a unit's records come in policy order
+        policy_order.setdefault(rec.get("policy"), len(policy_order))
+    records = [{**r, **derived_fields(r)} for r in latest if "error" not in r]
     sweep_keys: list[str] = []
     groups: dict = {}
-    policy_order: dict = {}
     for rec in records:
         for k in rec.get("sweep") or {}:
             if k not in sweep_keys:
                 sweep_keys.append(k)
-        policy_order.setdefault(rec.get("policy"), len(policy_order))
         g = groups.setdefault((rec.get("point"), rec.get("policy")), {"sweep": rec.get("sweep") or {}, "recs": []})
         g["recs"].append(rec)
+    def order(key):
+        sweep = groups[key]["sweep"]
+        return ([_value_order(sweep.get(k)) for k in sweep_keys], _value_order(key[0]), policy_order[key[1]])
+
     rows = []
-    for (point, policy) in sorted(groups, key=lambda k: (k[0] if k[0] is not None else -1, policy_order[k[1]])):
+    for (point, policy) in sorted(groups, key=order):
         g = groups[(point, policy)]
         values: dict[str, list] = {}
         for rec in g["recs"]:
@@ -296,6 +330,17 @@ def summarize(source, *, timings: bool = False) -> list[dict]:
                    "policy": policy, "metric": metric, **mean_stats(values[metric])}
             rows.append(row)
     return rows
+
+
+def _value_order(v) -> tuple:
+    """Sort key of a swept value or point: numbers by value, then None, text, anything else as JSON."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return (0, float(v), "")
+    if v is None:
+        return (1, 0.0, "")
+    if isinstance(v, str):
+        return (2, 0.0, v)
+    return (3, 0.0, json.dumps(v, sort_keys=True))
 
 
 def _cell(v) -> str:

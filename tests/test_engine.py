@@ -10,7 +10,7 @@ import pytest
 
 from channels import Link, make_channel
 from sim.engine import MAX_PASSES, ReceiverConfig, transmit
-from sim.errors import ConfigError, InputError
+from sim.errors import ConfigError
 from sim.packets import HEADER_BYTES, PacketizerConfig, packetize
 from sim.policies import make_policy
 
@@ -108,7 +108,7 @@ def test_trace_header_and_data_lost_complement_fetches_header_only():
         (0.921875, "timeout", 1), (0.921875, "nack", (0,)),
         (1.990234375, "timeout", 2), (1.990234375, "nack", (0,)),
         (2.55859375, "decode", "policy")]
-    assert t.stats["complemented"] and t.stats["missing_cells"] == 3
+    assert t.stats["missing_cells"] == 3 and t.missing.sum() == 3 and not t.latent[:, t.missing].any()
 
 
 def test_lossless_time_to_image_is_serialization_plus_propagation_exactly():
@@ -228,7 +228,7 @@ def test_real_codec_lossless_round_trip(range_codec):
                  link=Link(rate_bps=1e6, delay_s=0.01), channel=make_channel("bernoulli", loss=0.0),
                  policy=make_policy("complement"), receiver=ReceiverConfig(), rng=np.random.default_rng(0))
     assert np.array_equal(t.latent, codec.dequantize(prep.symbols, prep.side))
-    assert not t.missing.any() and not t.stats["complemented"]
+    assert not t.missing.any() and t.noise_std > 0  # quantization noise only
 
 
 def test_corrupted_payloads_do_not_crash_and_are_counted(range_codec):
@@ -261,33 +261,21 @@ def test_awgn_adds_noise_to_received_values_only_deterministically(range_codec):
     assert abs(snr - 10.0) < 1.0
 
 
-def test_a_noise_aware_method_is_told_the_quantization_and_channel_noise(range_codec):
-    """A method with ``with_noise_std`` gets √(σ_q² + σ_c²): σ_q = RMS of Δ/√12 over channels
-    (Δ = the channel's range / 63 at 6 bits), σ_c = √(mean(clean²) / 10^(snr/10)) for awgn."""
+def test_the_transmission_carries_the_quantization_and_channel_noise(range_codec):
+    """``noise_std`` (a complement method's call argument) is √(σ_q² + σ_c²): σ_q = RMS of Δ/√12
+    over channels (Δ = the channel's range / 63 at 6 bits), σ_c = √(mean(clean²) / 10^(snr/10)) for awgn."""
     codec, prep = range_codec
     clean = codec.dequantize(prep.symbols, prep.side).astype(np.float64)
     flat = clean.reshape(4, -1)
     delta = (flat.max(axis=1) - flat.min(axis=1)) / 63       # the extremes are symbols 0 and 63
     sigma_q = np.sqrt(np.mean(delta ** 2) / 12)
-    told = []
-
-    class Aware:
-        alters_known = True
-
-        def with_noise_std(self, sigma):
-            told.append(sigma)
-            return self
-
-        def __call__(self, latent, missing, rng):
-            return latent
-
     for channel, sigma_c in ((make_channel("awgn", snr_db=10.0), np.sqrt(np.mean(clean ** 2) / 10.0)),
                              (make_channel("bernoulli", loss=0.0), 0.0)):
-        transmit(codec, prep, image_id=0, packetizer=PacketizerConfig(tile=4),
-                 link=Link(rate_bps=1e6, delay_s=0.01), channel=channel,
-                 policy=make_policy("complement", method="learned-denoise"), receiver=ReceiverConfig(),
-                 rng=np.random.default_rng(3), method=Aware())
-        assert told.pop() == pytest.approx(np.hypot(sigma_q, sigma_c), rel=1e-5) and not told
+        t = transmit(codec, prep, image_id=0, packetizer=PacketizerConfig(tile=4),
+                     link=Link(rate_bps=1e6, delay_s=0.01), channel=channel,
+                     policy=make_policy("complement", method="learned-denoise"), receiver=ReceiverConfig(),
+                     rng=np.random.default_rng(3))
+        assert t.noise_std == pytest.approx(np.hypot(sigma_q, sigma_c), rel=1e-5)
     assert 0.005 < sigma_q < 0.05 and codec.quantization_noise_std(prep.side) == pytest.approx(sigma_q, rel=1e-5)
 
 
@@ -343,6 +331,9 @@ def test_end_to_end_with_the_tiny_codec():
                      rng=np.random.default_rng(1))
         assert t.stats["first_pass_lost_share"] > 0
         assert np.array_equal(t.latent[:, ~t.missing], sent[:, ~t.missing])
-        assert t.stats["complemented"] == (policy != "resend" and bool(t.missing.any()))
-        out = codec.decode(t.latent)
+        assert not t.latent[:, t.missing].any()  # the engine does not repair: missing cells are 0
+        pol = make_policy(policy, **INTERP.get(policy, {}))
+        repaired, complemented = pol.repair(t.latent, t.missing, t.repair_rng, noise_std=t.noise_std)
+        assert complemented == (policy != "resend" and bool(t.missing.any()))
+        out = codec.decode(repaired)
         assert out.shape == (64, 64, 3) and out.dtype == np.uint8

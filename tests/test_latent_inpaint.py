@@ -12,9 +12,12 @@ import pytest
 import torch
 from helpers import wake_controlnet
 
-from sim.complement.latent_inpaint import Control, _embedded_once, denoise_latents
+from sim.complement import COMPLEMENT_METHODS, ComplementMethod
 from sim.complement.chain import control_images
-from sim.complement.learned import CODEC_METHODS, LearnedComplement, PixelDiffusion, PixelTelea, make_method
+from sim.complement.latent_inpaint import Control, _embedded_once, denoise_latents
+from sim.complement.learned import (
+    CODEC_METHODS, LearnedComplement, NeedsCodec, PixelDiffusion, PixelTelea, check_options, make_method,
+)
 from sim.complement.models import (
     SD15_SCHEDULER, ComplementModels, ControlSpec, control_channels, inpainting_unet, latent_control,
     load_complement_models, load_sd15, load_weight_set, tiny_controlnet,
@@ -255,8 +258,8 @@ def test_sd15_path_runs_from_folders(sd_codec, sd15_models):
     for kw in ({"edges": False}, {"denoise": True}, {"denoise": True, "denoise_strength": 0.2}):
         res = LearnedComplement(sd_codec, sd15_models, steps=2, **kw)(latent, missing, np.random.default_rng(0))
         assert np.isfinite(res).all()
-    noisy = LearnedComplement(sd_codec, sd15_models, steps=2, denoise=True).with_noise_std(0.3)
-    res = noisy(latent, missing, np.random.default_rng(0))       # the noise-matched start, canny control
+    noisy = LearnedComplement(sd_codec, sd15_models, steps=2, denoise=True)
+    res = noisy(latent, missing, np.random.default_rng(0), 0.3)  # the noise-matched start, canny control
     assert np.isfinite(res).all() and not np.array_equal(res[:, ~missing], latent[:, ~missing])
 
 
@@ -367,14 +370,14 @@ def test_auto_denoising_follows_the_channel_noise(random_tiny_codec, tiny_models
     assert auto.alters_known and np.array_equal(out, latent) and out is not latent
     assert np.array_equal(auto(latent, missing, np.random.default_rng(0)),
                           plain(latent, missing, np.random.default_rng(0)))
-    # with it: every cell denoised, from the timestep that covers the noise; the original untouched
-    noisy = auto.with_noise_std(0.5)
-    assert noisy is not auto and auto.noise_std == 0.0 and noisy.models is auto.models
-    out = noisy(latent, none, np.random.default_rng(0))
+    # with it (the call's noise_std): every cell denoised, from the timestep that covers the noise
+    out = auto(latent, none, np.random.default_rng(0), 0.5)
     assert np.isfinite(out).all() and not np.array_equal(out, latent)
-    assert np.array_equal(out, noisy(latent, none, np.random.default_rng(0)))
-    with pytest.raises(InputError, match="noise_std"):
-        auto.with_noise_std(-1.0)
+    assert np.array_equal(out, auto(latent, none, np.random.default_rng(0), noise_std=0.5))
+    assert np.array_equal(auto(latent, none, np.random.default_rng(0)), latent)  # σ is the call's, not kept
+    for bad in (-1.0, float("nan"), "0.1"):
+        with pytest.raises(InputError, match="noise_std"):
+            auto(latent, none, np.random.default_rng(0), bad)
 
 
 def test_inpainting_unet_starts_as_its_base_and_reads_the_known_latent(tiny_models):
@@ -462,7 +465,12 @@ def test_make_method(random_tiny_codec, tiny_complement_dir):
     assert make_method("learned-denoise", random_tiny_codec, cache=cache, weights=folder).denoise
     assert isinstance(make_method("pixel-diffusion", random_tiny_codec, cache=cache, weights=folder), PixelDiffusion)
     assert isinstance(make_method("pixel-telea", random_tiny_codec, radius=5), PixelTelea)
-    assert callable(make_method("interp", random_tiny_codec))
+    assert make_method("interp", random_tiny_codec) is COMPLEMENT_METHODS["interp"]
+    for name in (*COMPLEMENT_METHODS, *CODEC_METHODS):  # every name builds a protocol object
+        opts = {"weights": folder} if name in CODEC_METHODS and name != "pixel-telea" else {}
+        built = make_method(name, random_tiny_codec, cache=cache, **opts)
+        assert isinstance(built, ComplementMethod) and built.name == name
+        assert built.alters_known == (name == "learned-denoise")
     with pytest.raises(ConfigError, match="contradicts"):
         make_method("learned-noedge", random_tiny_codec, cache=cache, weights=folder, edges=True)
     with pytest.raises(ConfigError, match="unknown option"):
@@ -471,8 +479,132 @@ def test_make_method(random_tiny_codec, tiny_complement_dir):
         make_method("zero", random_tiny_codec, steps=2)
     with pytest.raises(ConfigError, match="expected one of"):
         make_method("lerned", random_tiny_codec)
+    assert isinstance(CODEC_METHODS["learned"], NeedsCodec) and isinstance(CODEC_METHODS["learned"], ComplementMethod)
     with pytest.raises(ConfigError, match="needs the codec"):
         CODEC_METHODS["learned"](*_case(), np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="needs the codec"):
+        CODEC_METHODS["pixel-diffusion"].batch([_case()[0]], [_case()[1]], [np.random.default_rng(0)], [0.0])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_is_refused_off_cuda(dtype):
+    with pytest.raises(ConfigError) as err:
+        check_options("learned", dtype=dtype)
+    assert str(err.value) == (f"complement.dtype = {dtype!r}: half precision needs a CUDA device (device: cuda); "
+                              f"expected float32 on the CPU")
+    with pytest.raises(ConfigError, match=r"complement.dtype = 'float16': .* expected float32 on mps"):
+        check_options("pixel-diffusion", dtype="float16", device="mps")
+    with pytest.raises(ConfigError, match=r"complement.dtype = 'half': expected one of float32, float16, bfloat16"):
+        check_options("learned", dtype="half")
+    assert check_options("learned", dtype=dtype, device="cuda:1") == {"dtype": dtype, "device": "cuda:1"}
+    assert check_options("learned", dtype="float32") == {"dtype": "float32"}
+
+
+def test_dtype_casts_the_networks_and_results_stay_float32(random_tiny_codec, tiny_complement_dir):
+    """A bfloat16 weight set (what ``dtype`` loads; run here on the CPU, which check_options refuses
+    for a scenario) still takes and returns float32 latents, known cells exact, close to float32."""
+    from sim.complement.models import cast_models
+
+    latent, missing = _case()
+    full = LearnedComplement(random_tiny_codec, load_weight_set(tiny_complement_dir), steps=2)
+    half = cast_models(load_weight_set(tiny_complement_dir), "bfloat16")
+    assert {p.dtype for net in (half.unet, half.controlnets[0].net, half.een) for p in net.parameters()} == {
+        torch.bfloat16}
+    assert half.prompt_embeds.dtype == torch.float32
+    method = LearnedComplement(random_tiny_codec, half, steps=2)
+    out = method(latent, missing, np.random.default_rng(0))
+    assert out.dtype == np.float32 and np.array_equal(out[:, ~missing], latent[:, ~missing])
+    ref = full(latent, missing, np.random.default_rng(0))
+    assert not np.array_equal(out, ref)
+    assert np.abs(out - ref).max() <= 0.1 * np.abs(ref[:, missing]).max()
+    assert method.estimate_edges(latent, missing).dtype == np.float32
+
+
+# -- batches: one generator per item, each item as its own call ----------------------------------
+
+def _items(n: int, h: int = 8, w: int = 8, seed: int = 1):
+    """n seeded latents (4, h, w) with masks: the first loses nothing, the second everything, the
+    rest about a third of their cells."""
+    rng = np.random.default_rng(seed)
+    latents = [rng.standard_normal((4, h, w)).astype(np.float32) for _ in range(n)]
+    masks = [rng.random((h, w)) < 0.3 for _ in range(n)]
+    masks[0][:] = False
+    masks[1][:] = True
+    return latents, masks
+
+
+def _batch_is_the_calls(method, latents, masks, noise_stds, seeds=None) -> list[np.ndarray]:
+    """``method.batch`` over the items, checked against each item's own call: max abs difference
+    ≤ 1e-4, or 16 float32 ulps of the item's largest value where that is more (the random sd15
+    models generate values beyond 100, where batched kernels' rounding alone reaches 1e-4)."""
+    seeds = range(10, 10 + len(latents)) if seeds is None else seeds
+    batched = method.batch(latents, masks, [np.random.default_rng(s) for s in seeds], noise_stds)
+    assert len(batched) == len(latents)
+    for out, latent, missing, sigma, seed in zip(batched, latents, masks, noise_stds, seeds):
+        alone = method(latent, missing, np.random.default_rng(seed), sigma)
+        assert out.dtype == np.float32 and out.shape == latent.shape
+        tol = max(1e-4, 16 * np.finfo(np.float32).eps * np.abs(alone).max())
+        assert np.abs(out - alone).max() <= tol, (np.abs(out - alone).max(), tol)
+        if not method.alters_known:
+            assert np.array_equal(out[:, ~missing], latent[:, ~missing])  # known cells exact
+    return batched
+
+
+@pytest.mark.parametrize("kw", [{}, {"eta": 1.0}, {"edges": False}, {"strength": 0.5}, {"guidance_scale": 2.0},
+                                {"denoise": True, "denoise_strength": 0.2}])
+def test_tiny_batch_equals_the_items_own_calls(random_tiny_codec, tiny_models, kw):
+    method = LearnedComplement(random_tiny_codec, tiny_models, steps=2, **kw)
+    latents, masks = _items(4)
+    out = _batch_is_the_calls(method, latents, masks, [0.0] * 4)
+    if not method.alters_known:
+        assert np.array_equal(out[0], latents[0])  # nothing lost: unchanged
+    assert not np.allclose(out[2][:, masks[2]], out[3][:, masks[3]][:, :masks[2].sum()])
+
+
+def test_batch_groups_shapes_and_denoising_starts(random_tiny_codec, tiny_models):
+    """Latents of two shapes, and noise levels that start the "auto" denoising step at different
+    timesteps (or not at all: σ = 0), in one batch; the edges per item as ``run`` gives them."""
+    method = LearnedComplement(random_tiny_codec, tiny_models, steps=2, denoise=True, eta=0.5)
+    latents, masks = _items(5)
+    wide, wide_mask = _items(3, 8, 16, seed=2)
+    latents, masks = latents + wide, masks + wide_mask
+    sigmas = [0.0, 0.3, 0.3, 0.5, 2.0, 0.0, 0.5, 0.3]
+    out = _batch_is_the_calls(method, latents, masks, sigmas)
+    assert np.array_equal(out[0], latents[0]) and np.array_equal(out[5], latents[5])  # nothing lost, no noise
+    assert not np.array_equal(out[2][:, ~masks[2]], latents[2][:, ~masks[2]])  # noisy: every cell denoised
+    gens = [torch.Generator().manual_seed(s) for s in range(len(latents))]
+    runs = method.run_batch(latents, masks, gens, sigmas)
+    for i in (2, 6):
+        alone = method.run(latents[i], masks[i], torch.Generator().manual_seed(i), sigmas[i])
+        assert runs[i]["edges"].shape == alone["edges"].shape and np.abs(runs[i]["edges"] - alone["edges"]).max() < 1e-5
+    with pytest.raises(InputError, match="expected one of each per item"):
+        method.batch(latents, masks[:-1], [np.random.default_rng(0)] * len(latents), sigmas)
+
+
+def test_sd15_batch_equals_the_items_own_calls(sd_codec, sd15_models):
+    latents, masks = _items(3, 16, 16)
+    _batch_is_the_calls(LearnedComplement(sd_codec, sd15_models, steps=2), latents, masks, [0.0] * 3)
+    _batch_is_the_calls(LearnedComplement(sd_codec, sd15_models, steps=2, denoise=True, eta=1.0), latents, masks,
+                        [0.3, 0.0, 0.3])
+
+
+def test_pixel_diffusion_batch_leaves_lossless_items_and_their_rng_alone(random_tiny_codec, tiny_models):
+    method = PixelDiffusion(random_tiny_codec, tiny_models, steps=2)
+    latents, masks = _items(3)
+    out = _batch_is_the_calls(method, latents, masks, [0.0] * 3)
+    assert np.array_equal(out[0], latents[0])
+    rngs = [np.random.default_rng(0) for _ in range(3)]
+    method.batch(latents, masks, rngs, [0.0] * 3)
+    fresh = np.random.default_rng(0).integers(0, 2**63 - 1)
+    assert rngs[0].integers(0, 2**63 - 1) == fresh and rngs[1].integers(0, 2**63 - 1) != fresh
+
+
+def test_fill_methods_batch_by_the_default_loop():
+    latents, masks = _items(3)
+    for fill in COMPLEMENT_METHODS.values():
+        out = fill.batch(latents, masks, [None] * 3, [0.0] * 3)
+        assert all(np.array_equal(o, fill.fill(lat, m, None)) for o, lat, m in zip(out, latents, masks))
+        assert not fill.alters_known and fill.estimate_edges(latents[0], masks[0]) is None
 
 
 # -- the training recipe ---------------------------------------------------------------------

@@ -1,17 +1,23 @@
-"""Policies and repair methods: registry/validation, fills, harmonic interpolation, hybrid
-decisions on scripted losses, NACK bytes on the reverse path."""
+"""Policies and repair methods: registry/validation, the method protocol, fills, harmonic
+interpolation, hybrid decisions on scripted losses, NACK bytes on the reverse path."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from channels import Link
-from sim.complement import COMPLEMENT_METHODS, complement_method, harmonic_fill, mean_fill, zero_fill
+from sim.complement import (
+    CODEC_METHODS, COMPLEMENT_METHODS, ComplementMethod, FillMethod, complement_method, harmonic_fill, mean_fill,
+    zero_fill,
+)
 from sim.engine import ReceiverConfig, transmit
 from sim.errors import ConfigError, InputError
 from sim.packets import PacketizerConfig
 from sim.policies import POLICIES, Decision, make_policy
+from sim.policies.base import needs_repair
 
 from helpers import ByteCodec, Prep, Script
 
@@ -19,11 +25,16 @@ from helpers import ByteCodec, Prep, Script
 def run(policy, *bursts, trace=None, **kw):
     """Binary-exact link (1 byte = 1/1024 s, delay 0.25 s), timeout 0.5 s, 1×4 latent, one
     cell per data packet. Pass 1 losing seqs 2 and 4 ends at 0.921875 (timer); resending
-    them takes until 2.005859375 (next timer) — see tests/test_engine.py for the trace."""
-    return transmit(ByteCodec(), Prep(), image_id=1, packetizer=PacketizerConfig(layout="row", tile=1),
-                    link=Link(rate_bps=8 * 1024, delay_s=0.25, header_bytes=12), channel=Script(*bursts),
-                    policy=make_policy(policy, **kw), receiver=ReceiverConfig(timeout_s=0.5),
-                    rng=np.random.default_rng(0), trace=trace)
+    them takes until 2.005859375 (next timer) — see tests/test_engine.py for the trace.
+
+    The transmission, then the policy's repair of it (as the repair stage makes it):
+    ``stats``, ``missing``, the repaired ``latent`` and ``complemented``."""
+    pol = make_policy(policy, **kw)
+    t = transmit(ByteCodec(), Prep(), image_id=1, packetizer=PacketizerConfig(layout="row", tile=1),
+                 link=Link(rate_bps=8 * 1024, delay_s=0.25, header_bytes=12), channel=Script(*bursts),
+                 policy=pol, receiver=ReceiverConfig(timeout_s=0.5), rng=np.random.default_rng(0), trace=trace)
+    latent, complemented = pol.repair(t.latent, t.missing, t.repair_rng, noise_std=t.noise_std)
+    return SimpleNamespace(stats=t.stats, missing=t.missing, latent=latent, complemented=complemented)
 
 
 LOSSES = ([0, 0, 1, 0, 1], [0, 1], [0])
@@ -133,7 +144,7 @@ def test_harmonic_interpolation_edge_cases():
 
 def test_none_fills_zero_or_mean():
     z = run("none", [0, 0, 1, 0, 1])
-    assert z.missing.tolist() == [[False, True, False, True]] and not z.stats["complemented"]
+    assert z.missing.tolist() == [[False, True, False, True]] and not z.complemented
     assert z.latent[0, 0].tolist() == [1.0, 0.0, 11.0, 0.0]
     m = run("none", [0, 0, 1, 0, 1], fill="mean")
     assert m.latent[0, 0].tolist() == [1.0, 6.0, 11.0, 6.0]
@@ -141,16 +152,15 @@ def test_none_fills_zero_or_mean():
 
 def test_complement_returns_known_cells_and_interpolates():
     t = run("complement", [0, 0, 1, 0, 1], method="interp")
-    assert t.stats["complemented"] and t.stats["rounds"] == 1 and t.stats["time_to_image_s"] == 0.921875
+    assert t.complemented and t.stats["rounds"] == 1 and t.stats["time_to_image_s"] == 0.921875
     assert t.latent[0, 0].tolist() == [1.0, 6.0, 11.0, 11.0]  # harmonic: mean of 1 and 11; edge: copy 11
-    assert "repair_s" in t.wall and t.wall["repair_s"] >= 0
 
 
 def test_resend_max_rounds_reached_fills_zero():
     t = run("resend", [0, 0, 1, 0, 1], [0, 1], max_rounds=2)
     s = t.stats
     assert (s["rounds"], s["end"], s["missing_cells"], s["missing_share"]) == (2, "policy", 1, 0.25)
-    assert s["time_to_image_s"] == 2.005859375 and not s["complemented"]
+    assert s["time_to_image_s"] == 2.005859375 and not t.complemented
     assert t.latent[0, 0].tolist() == [1.0, 6.0, 11.0, 0.0]
 
 
@@ -166,24 +176,24 @@ def test_hybrid_deadline_complements_when_a_resend_cannot_finish_in_time():
     # 1.255859375; + delay + timeout = 2.005859375.
     early = run("hybrid", *LOSSES, deadline_s=2.0)
     assert early.stats["rounds"] == 1 and early.stats["time_to_image_s"] == 0.921875
-    assert early.stats["complemented"] and early.stats["missing_cells"] == 2
+    assert early.complemented and early.stats["missing_cells"] == 2
     trace = []
     one = run("hybrid", *LOSSES, trace=trace, deadline_s=2.1)
     assert one.stats["rounds"] == 2 and one.stats["time_to_image_s"] == 2.005859375 <= 2.1
-    assert one.stats["complemented"] and one.stats["missing_cells"] == 1
+    assert one.complemented and one.stats["missing_cells"] == 1
     assert [e for e in trace if e[1] in ("nack", "decode")] == [
         (0.921875, "nack", (2, 4)), (2.005859375, "decode", "policy")]
     full = run("hybrid", *LOSSES, deadline_s=5.0)
-    assert full.stats["rounds"] == 3 and full.stats["missing_cells"] == 0 and not full.stats["complemented"]
+    assert full.stats["rounds"] == 3 and full.stats["missing_cells"] == 0 and not full.complemented
 
 
 def test_hybrid_threshold_resends_until_few_cells_are_missing():
     a = run("hybrid", *LOSSES, mode="threshold", max_missing=0.5)
-    assert (a.stats["rounds"], a.stats["missing_cells"], a.stats["complemented"]) == (1, 2, True)
+    assert (a.stats["rounds"], a.stats["missing_cells"], a.complemented) == (1, 2, True)
     b = run("hybrid", *LOSSES, mode="threshold", max_missing=0.25)
-    assert (b.stats["rounds"], b.stats["missing_cells"], b.stats["complemented"]) == (2, 1, True)
+    assert (b.stats["rounds"], b.stats["missing_cells"], b.complemented) == (2, 1, True)
     c = run("hybrid", *LOSSES, mode="threshold", max_missing=0.0)
-    assert (c.stats["rounds"], c.stats["missing_cells"], c.stats["complemented"]) == (3, 0, False)
+    assert (c.stats["rounds"], c.stats["missing_cells"], c.complemented) == (3, 0, False)
 
 
 def test_nack_bytes_are_counted_on_the_reverse_path():
@@ -221,20 +231,30 @@ def test_method_options_are_checked_and_named():
         (("hybrid", "learned-noedge", {"edges": True}), r"policy.hybrid.method_options.edges = True contradicts"),
         (("hybrid", "learned", {"weights": "/no/such/dir"}), r"policy.hybrid.method_options.weights = .*no such folder"),
         (("complement", "learned", [1, 2]), r"policy.complement.method_options = \[1, 2\]: expected a mapping"),
+        (("hybrid", "learned", {"dtype": "float16"}),
+         (r"^policy.hybrid.method_options.dtype = 'float16': half precision needs a CUDA device \(device: cuda\); "
+          r"expected float32 on the CPU$")),
     ]
     for (kind, method, opts), message in cases:
         with pytest.raises(ConfigError, match=message):
             make_policy(kind, method=method, method_options=opts)
 
 
-class Doubler:
-    """A complement method object: doubles every value; ``alters_known`` like the denoising step."""
+class Doubler(ComplementMethod):
+    """A complement method: doubles every value; ``alters_known`` like the denoising step. Records
+    the noise levels it was called with."""
+
+    name = "doubler"
 
     def __init__(self, alters_known):
-        self.alters_known, self.calls = alters_known, 0
+        self.alters_known, self.noise_stds = alters_known, []
 
-    def __call__(self, latent, missing, rng):
-        self.calls += 1
+    @property
+    def calls(self) -> int:
+        return len(self.noise_stds)
+
+    def __call__(self, latent, missing, rng, noise_std=0.0):
+        self.noise_stds.append(noise_std)
         return np.asarray(latent, dtype=np.float32) * 2
 
 
@@ -243,27 +263,49 @@ def test_built_method_is_used_and_denoising_runs_without_loss(kind):
     policy = make_policy(kind, method="interp")
     latent, none = np.ones((1, 2, 2), np.float32), np.zeros((2, 2), bool)
     plain, denoise = Doubler(False), Doubler(True)
+    assert policy.repairer(plain) is plain and policy.repairer() is COMPLEMENT_METHODS["interp"]
+    assert not needs_repair(plain, none) and needs_repair(denoise, none)
     out, done = policy.repair(latent, none, np.random.default_rng(0), method=plain)
     assert plain.calls == 0 and not done and np.array_equal(out, latent)      # nothing lost: not called
-    out, done = policy.repair(latent, none, np.random.default_rng(0), method=denoise)
-    assert denoise.calls == 1 and done and np.array_equal(out, 2 * latent)    # alters known cells: called
+    out, done = policy.repair(latent, none, np.random.default_rng(0), method=denoise, noise_std=0.25)
+    assert denoise.noise_stds == [0.25] and done and np.array_equal(out, 2 * latent)  # alters known cells: called
     lost = none.copy()
     lost[0, 0] = True
+    assert needs_repair(plain, lost)
     out, done = policy.repair(latent, lost, np.random.default_rng(0), method=plain)
-    assert plain.calls == 1 and done
+    assert plain.noise_stds == [0.0] and done
 
 
-def test_transmit_hands_the_built_method_to_the_policy():
+def test_repairers_are_protocol_objects():
+    """Every policy names a ComplementMethod; resend and none fill (whatever method is built) and
+    their repairs do not count as complemented; a codec method must be built first."""
     fn = Doubler(False)
-    t = transmit(ByteCodec(), Prep(), image_id=1, packetizer=PacketizerConfig(layout="row", tile=1),
-                 link=Link(rate_bps=8 * 1024, delay_s=0.25, header_bytes=12), channel=Script([0, 0, 1, 0, 1]),
-                 policy=make_policy("complement", method="interp"), receiver=ReceiverConfig(timeout_s=0.5),
-                 rng=np.random.default_rng(0), method=fn)
-    assert fn.calls == 1 and t.stats["complemented"]
-    assert t.latent[0, 0].tolist() == [2.0, 0.0, 22.0, 0.0]  # the missing cells were zero going in
-    for name in ("resend", "none"):  # policies without a method ignore it
-        assert make_policy(name).repair(np.ones((1, 1, 2), np.float32), np.array([[True, False]]),
-                                        np.random.default_rng(0), method=fn)[1] is False
-    with pytest.raises(ConfigError, match="needs the codec"):  # a codec method must be built first
-        make_policy("complement", method="learned").repair(np.ones((1, 1, 2), np.float32),
-                                                           np.array([[True, False]]), np.random.default_rng(0))
+    latent, missing = np.array([[[1.0, 5.0]]], np.float32), np.array([[True, False]])
+    for name, fill in (("resend", "zero"), ("none", "zero")):
+        policy = make_policy(name)
+        assert policy.repairer(fn) is COMPLEMENT_METHODS[fill] and not policy.complements
+        out, done = policy.repair(latent, missing, np.random.default_rng(0), method=fn)
+        assert out.tolist() == [[[0.0, 5.0]]] and done is False and fn.calls == 0
+    assert make_policy("none", fill="mean").repairer() is COMPLEMENT_METHODS["mean"]
+    for kind in ("complement", "hybrid"):
+        assert make_policy(kind, method="zero").complements
+        placeholder = make_policy(kind, method="learned").repairer()
+        assert placeholder is CODEC_METHODS["learned"] and isinstance(placeholder, ComplementMethod)
+        with pytest.raises(ConfigError, match="needs the codec"):
+            make_policy(kind, method="learned").repair(latent, missing, np.random.default_rng(0))
+    for name in (*COMPLEMENT_METHODS, *CODEC_METHODS):
+        method = complement_method(name)
+        assert isinstance(method, ComplementMethod) and method.name == name
+    assert isinstance(COMPLEMENT_METHODS["interp"], FillMethod) and COMPLEMENT_METHODS["interp"].fill is harmonic_fill
+
+
+def test_default_batch_is_the_calls_and_checks_lengths():
+    fn = Doubler(False)
+    latents = [np.full((1, 1, 2), v, np.float32) for v in (1.0, 3.0)]
+    masks = [np.array([[True, False]])] * 2
+    out = fn.batch(latents, masks, [np.random.default_rng(0)] * 2, [0.1, 0.2])
+    assert [o.tolist() for o in out] == [[[[2.0, 2.0]]], [[[6.0, 6.0]]]] and fn.noise_stds == [0.1, 0.2]
+    with pytest.raises(InputError, match="batch of 2 latents, 1 masks"):
+        fn.batch(latents, masks[:1], [np.random.default_rng(0)] * 2, [0.1, 0.2])
+    with pytest.raises(TypeError, match="abstract"):
+        ComplementMethod()

@@ -47,11 +47,6 @@ def built(tmp_path_factory):
     return out, build_report(out)
 
 
-class _T:
-    def __init__(self, missing):
-        self.missing = missing
-
-
 def _save_fake_examples(out):
     img = np.full((16, 16, 3), 100, np.uint8)
     miss = np.zeros((2, 2), bool)
@@ -59,7 +54,7 @@ def _save_fake_examples(out):
     for point in range(3):
         for image_id, name in enumerate(("a", "b")):
             save_examples(out, point, 0, image_id, name, img, img + 10,
-                          [("resend", _T(np.zeros((2, 2), bool)), img + 10), ("complement", _T(miss), img + 5)])
+                          [("resend", np.zeros((2, 2), bool), img + 10), ("complement", miss, img + 5)])
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -273,7 +268,7 @@ def test_save_examples_writes_what_is_asked(tmp_path):
     img = np.zeros((16, 16, 3), np.uint8)
     miss = np.zeros((2, 2), bool)
     miss[1, 0] = True
-    t = _T(miss)
+    t = miss
     e = np.eye(2)
     assert save_examples(tmp_path, 0, 1, 0, "x", img, img, [("p", t, img)], edges=e) == []  # repeat 1: not kept
     assert save_examples(tmp_path, 0, 0, 1, "x", img, img, [("p", t, img)], edges=e) == []  # second image

@@ -17,7 +17,8 @@ import sim.engine as engine
 from sim.cli import main
 from sim.errors import ConfigError, InputError
 from sim.results import read_records, record_line, summarize, write_summary
-from sim.runner import run_scenario, transmission_rng
+from sim.runner import run_scenario
+from sim.units import transmission_rng
 from sim.scenario import load_scenario
 
 from helpers import random_tiny_autoencoder
@@ -103,8 +104,9 @@ def test_records_are_complete_and_deterministic(scenario_file, reference, tmp_pa
         assert field in r, field
     assert not any("lpips" in x or "lpips_lossfree" in x for x in recs)  # LPIPS unavailable: left out
     assert set(r["wall"]) >= {"transmit_s", "decode_s", "compute_s", "metrics_s"}
-    assert [x["key"] for x in recs] == [[p, 0, im, pol] for p in (0, 1) for im in ("astronaut", "coffee")
-                                        for pol in ("resend", "complement", "none")]
+    assert [x["key"] for x in recs] == [[p, 0, im, pol] for p in ("channel.loss=0", "channel.loss=0.3")
+                                        for im in ("astronaut", "coffee") for pol in ("resend", "complement", "none")]
+    assert [x["point"] for x in recs] == [x["key"][0] for x in recs]
     assert recs[-1]["sweep"] == {"channel.loss": 0.3}
     # loss-free point: every policy reproduces the loss-free decode (null = infinite PSNR)
     for x in recs[:6]:
@@ -128,9 +130,10 @@ def test_records_are_complete_and_deterministic(scenario_file, reference, tmp_pa
 
 
 def test_common_random_numbers_and_seed_changes_results(scenario_file, reference, tmp_path):
-    g1, g2 = transmission_rng(5, 1, 0, "coffee"), transmission_rng(5, 1, 0, "coffee")
+    p = "channel.loss=0.3"
+    g1, g2 = transmission_rng(5, p, 0, "coffee"), transmission_rng(5, p, 0, "coffee")
     assert g1.random() == g2.random()
-    assert transmission_rng(5, 1, 0, "coffee").random() != transmission_rng(5, 1, 1, "coffee").random()
+    assert transmission_rng(5, p, 0, "coffee").random() != transmission_rng(5, p, 1, "coffee").random()
     run(scenario_file, tmp_path / "b", seed=6)
     assert lines_without_wall(reference / "results.jsonl") != lines_without_wall(tmp_path / "b" / "results.jsonl")
     # first-pass losses are the same for every policy of a group
@@ -259,7 +262,7 @@ def test_resume_with_other_complement_weights_is_refused(learned_file, tiny_comp
 def test_cli_run_writes_outputs_and_summary_regenerates(scenario_file, tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["run", str(scenario_file), "--out", str(out), "--set", "sweep.channel.loss=[0.2]",
-                 "--seed", "9", "--no-progress"]) == 0
+                 "--seed", "9", "--no-progress", "--jobs", "1"]) == 0
     assert {p.name for p in out.iterdir()} >= {"results.jsonl", "summary.csv", "timings.csv",
                                                "scenario.resolved.yaml", "provenance.json"}
     recs = read_records(out / "results.jsonl")
@@ -299,8 +302,11 @@ def test_summary_against_hand_computation(tmp_path):
     path = tmp_path / "results.jsonl"
     path.write_text("".join(record_line(r) + "\n" for r in recs))
     rows = {(r["policy"], r["metric"]): r for r in summarize(path)}
+    assert rows[("resend", "psnr")]["n"] == 3  # a measured record is never superseded by an error of its key
+    path.write_text("".join(record_line(r) + "\n" for r in [recs[-1]] + recs[:2] + recs[3:-1]))
+    rows = {(r["policy"], r["metric"]): r for r in summarize(path)}
     r = rows[("resend", "psnr")]
-    assert r["n"] == 2 and r["mean"] == 31.0  # the later error record supersedes repeat 2
+    assert r["n"] == 2 and r["mean"] == 31.0  # repeat 2 failed only
     assert r["std"] == pytest.approx(math.sqrt(2.0))
     half = stats.t.ppf(0.975, 1) * math.sqrt(2.0) / math.sqrt(2)
     assert r["ci95"] == pytest.approx(half) and r["ci95_low"] == pytest.approx(31.0 - half)
@@ -318,6 +324,8 @@ def test_summary_against_hand_computation(tmp_path):
         table = list(csv.DictReader(fh))
     row = next(t for t in table if t["policy"] == "none" and t["metric"] == "psnr")
     assert row["mean"] == "20.0" and row["n_null"] == "1"
+    with pytest.raises(InputError, match=r"^results: two records of key \[0, 0, \"a\", \"resend\"\] disagree"):
+        summarize(recs + [{**recs[0], "psnr": 1.0}])
     one = summarize([{**recs[0], "key": [9]}])
     assert one[0]["n"] == 1 and one[0]["std"] is None
 
@@ -384,7 +392,7 @@ def test_lpips_is_loaded_once_and_logged_beside_psnr(scenario_file, reference, t
     # it, and the loss-free decode's own distance to the original
     for r in recs:
         if r["missing_share"] == 0.0:
-            ref = next(x for x in recs if x["image"] == r["image"] and x["point"] == 0)
+            ref = next(x for x in recs if x["image"] == r["image"] and x["point"] == "channel.loss=0")
             assert r["lpips_lossfree"] == 0.0 and r["lpips"] == ref["lpips"] > 0
     assert any(r["lpips_lossfree"] > 0 for r in recs if r["policy"] == "none" and r["missing_share"] > 0)
     # one call per image for its loss-free decode, then one batch per group with new reconstructions
@@ -392,7 +400,7 @@ def test_lpips_is_loaded_once_and_logged_beside_psnr(scenario_file, reference, t
     assert model.calls == [(1, 1), (1, 1), (2, 2), (2, 2)]
     assert lines_without_wall(tmp_path / "o" / "results.jsonl") != lines_without_wall(reference / "results.jsonl")
     rows = {(r["point"], r["policy"], r["metric"]) for r in summarize(tmp_path / "o" / "results.jsonl")}
-    assert (1, "none", "lpips") in rows and (1, "none", "lpips_lossfree") in rows
+    assert ("channel.loss=0.3", "none", "lpips") in rows and ("channel.loss=0.3", "none", "lpips_lossfree") in rows
     # resuming a run written without LPIPS: said once, and the new records have it
     out = copy_of(reference, tmp_path / "resumed")
     lines = (out / "results.jsonl").read_text().splitlines(keepends=True)
@@ -463,7 +471,8 @@ def test_learned_methods_are_built_once_warmed_once_and_denoise_without_loss(lea
         torch.set_num_threads(1)
     assert rep.errors == 0 and rep.written == 8 and rep.stages["warmup"] > 0
     assert calls["load"] == 1 and calls["warmup"] == 3 and calls["threads"] == {1}  # one thread by default
-    recs = {(r["point"], r["policy"]): r for r in read_records(tmp_path / "out" / "results.jsonl")}
+    recs = {(int(r["point"] != "channel.loss=0"), r["policy"]): r
+            for r in read_records(tmp_path / "out" / "results.jsonl")}
     assert not recs[0, "learned"]["complemented"] and recs[0, "learned"]["psnr_lossfree"] is None
     assert recs[0, "denoise"]["complemented"] and recs[0, "denoise"]["psnr_lossfree"] is not None
     lost = recs[1, "learned"]["missing_share"]
@@ -479,11 +488,11 @@ def test_missing_complement_weights_stop_the_run_with_one_line(learned_file, tmp
     data = yaml.safe_load(learned_file.read_text())
     data["policies"] = ["resend", {"kind": "complement", "method": "learned"}]
     learned_file.write_text(yaml.safe_dump(data))
-    assert main(["run", str(learned_file), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert main(["run", str(learned_file), "--out", str(tmp_path / "out"), "--no-progress", "--jobs", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "policies[1].method = 'learned'" in err[0] and "not installed yet" in err[0], err
     assert not (tmp_path / "out" / "results.jsonl").exists() or not read_records(tmp_path / "out" / "results.jsonl")
-    assert main(["run", str(learned_file), "--threads", "-1", "--no-progress"]) == 2
+    assert main(["run", str(learned_file), "--threads", "-1", "--no-progress", "--jobs", "1"]) == 2
     assert "threads = -1" in capsys.readouterr().err
 
 

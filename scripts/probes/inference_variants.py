@@ -25,7 +25,7 @@ import torch
 
 from sim.codec import load_codec
 from sim.commands.complement_eval import evaluate
-from sim.complement import harmonic_fill, make_method
+from sim.complement import COMPLEMENT_METHODS, FillMethod, harmonic_fill, make_method
 from sim.images import load_image_set
 from sim.lpips import load_lpips
 
@@ -45,7 +45,8 @@ def scale_variants(learned) -> dict:
             return (interp_out + alpha * (learned_out - interp_out)).astype(np.float32)
         return method
 
-    return {f"alpha={a:g}": scaled(a) for a in (0.5, 1.0, 1.5, 2.0, 3.0)}
+    alphas = {f"alpha={a:g}": a for a in (0.5, 1.0, 1.5, 2.0, 3.0)}
+    return {name: FillMethod(name, scaled(a)) for name, a in alphas.items()}
 
 
 def rotation_variants(learned) -> dict:
@@ -59,7 +60,8 @@ def rotation_variants(learned) -> dict:
             return np.ascontiguousarray(np.mean(outs, axis=0), dtype=np.float32)
         return method
 
-    return {f"turns={','.join(map(str, t))}": averaged(t) for t in ((0,), (0, 2), (0, 1, 2, 3))}
+    names = {f"turns={','.join(map(str, t))}": t for t in ((0,), (0, 2), (0, 1, 2, 3))}
+    return {name: FillMethod(name, averaged(t)) for name, t in names.items()}
 
 
 def sampler_variants(codec, weights: str) -> dict:
@@ -87,7 +89,8 @@ def main() -> None:
         learned = make_method("learned", codec, cache={}, weights=args.weights)
         variants = scale_variants(learned) if args.variant == "scale" else rotation_variants(learned)
     versus = args.versus or ("shipped" if args.variant == "sampler" else "interp")
-    res = evaluate(codec, load_image_set(args.images, 512), [args.loss], {"interp": harmonic_fill, **variants},
+    methods = {"interp": COMPLEMENT_METHODS["interp"], **variants}
+    res = evaluate(codec, load_image_set(args.images, 512), [args.loss], methods,
                    lpips=load_lpips(), masks=args.masks, versus=versus)
     for r in res["rows"]:
         if "d_lpips" in r:

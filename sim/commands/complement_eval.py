@@ -160,30 +160,14 @@ def _mean(values):
     return sum(vals) / len(vals) if vals else None
 
 
-def _repair(fn, latent, missing, rng):
-    """(latent, EEN edges or None): the method's ``run`` where it estimates edges, else the call."""
-    if getattr(fn, "edges", False) and hasattr(fn, "run"):
-        import torch
-
-        res = fn.run(latent, missing, torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1))))
-        return res["latent"], res["edges"]
-    return fn(latent, missing, rng), None
-
-
-def _warm(fn, shape) -> None:
-    warmup = getattr(fn, "warmup", None)
-    if warmup is not None:
-        warmup(shape)
-    else:  # plain fills: one throw-away call
-        missing = np.zeros(shape[1:], dtype=bool)
-        missing[0, 0] = True
-        fn(np.zeros(shape, dtype=np.float32), missing, np.random.default_rng(0))
-
-
 def evaluate(codec, images, losses, methods: dict, layout: str = "tile", tile: int = 8, seed: int = 0,
              lpips=None, grid_method: str | None = None, progress: bool = False, masks: int = 1,
              versus: str | None = None) -> dict:
-    """Score complement ``methods`` (name → built method) and resend on ``[(name, uint8 image)]``.
+    """Score complement ``methods`` (name → built :class:`~sim.complement.method.ComplementMethod`) and
+    resend on ``[(name, uint8 image)]``. Each method is told the quantization noise (``noise_std``),
+    as the runner tells it the noise of the received values; its time per image is its call
+    alone (its EEN edges, :meth:`~sim.complement.method.ComplementMethod.estimate_edges`, are
+    computed apart).
 
     Returns ``{"rows": [...], "images": [...], "grid": [...]}``: ``rows`` one per (loss, method)
     with means over the images and ``masks`` mask draws (seeds ``seed`` … ``seed + masks − 1``;
@@ -215,12 +199,10 @@ def evaluate(codec, images, losses, methods: dict, layout: str = "tile", tile: i
         symbols, side = _prepared(codec, img)
         sent = np.asarray(codec.dequantize(symbols, side), dtype=np.float32)
         noise_std = received_noise_std(codec, side)  # quantization only: no channel noise here
-        bound = {m: fn.with_noise_std(noise_std) if hasattr(fn, "with_noise_std") else fn  # as the engine does
-                 for m, fn in methods.items()}
         c, h, w = sent.shape
         if not warmed:  # one-off set-up (kernels, imports) kept out of the timings
             for fn in methods.values():
-                _warm(fn, (c, h, w))
+                fn.warmup((c, h, w))
             warmed = True
         resend = codec.decode(sent)
         target = canny_edges(to_tensor(img))[0, 0].numpy()
@@ -229,11 +211,11 @@ def evaluate(codec, images, losses, methods: dict, layout: str = "tile", tile: i
             mask_rng, method_ss = _streams(seed + draw, name, rate)
             missing = packet_loss_mask(layout, tile, h, w, rate, mask_rng)
             outs = {"resend": (resend, None, None)}
-            for mname, fn in bound.items():
+            for mname, fn in methods.items():
                 t0 = time.perf_counter()
-                latent, edges = _repair(fn, sent, missing, np.random.default_rng(method_ss))
+                latent = fn(sent, missing, np.random.default_rng(method_ss), noise_std)
                 dt = time.perf_counter() - t0
-                outs[mname] = (codec.decode(latent), edges, dt)
+                outs[mname] = (codec.decode(latent), fn.estimate_edges(sent, missing), dt)
             dists = (lpips.distances([img], [o[0] for o in outs.values()])[0] if scored else [None] * len(outs))
             for (mname, (out, edges, dt)), d in zip(outs.items(), dists):
                 per_image.append({

@@ -5,7 +5,9 @@ ControlNets' control images, then the inpainting loop (:func:`inpaint`) and the 
 denoising step (:func:`denoise`), both :func:`~sim.complement.latent_inpaint.denoise_latents`.
 One code path serves both users:
 
-- :class:`sim.complement.learned.LearnedComplement` runs it on one latent under ``no_grad``;
+- :class:`sim.complement.learned.LearnedComplement` runs it under ``no_grad`` on a batch of
+  received latents, one ``torch.Generator`` per item (a list: item i's noise is drawn from
+  generator i alone, so an item's result does not depend on its batch);
 - stage 3 of the tiny recipe (:mod:`sim.training.finetune`) runs it on batches and
   back-propagates through :func:`inpaint` (and, with ``--denoise-weight``, :func:`denoise`)
   into the UNet and ControlNets,
@@ -14,7 +16,8 @@ so what is trained is what runs.
 
 Shapes: z (B, C, h, w) unscaled dequantized latents (values in lost cells ignored); lost
 (B, 1, h, w) float, 1 = lost; edges (B, 1, H, W) in [0, 1]; images (B, 3, H, W) with
-H = h × the codec's stride. The loop works on scaled latents (z × ``scaling_factor``).
+H = h × the codec's stride. The loop works on scaled latents (z × ``scaling_factor``), in
+float32; the networks get their inputs in their own dtype (:func:`sim.complement.models.cast_models`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 
 from sim.complement.fill import harmonic_fill
 from sim.complement.latent_inpaint import Control, denoise_latents, takes_mask
+from sim.errors import InputError
 
 __all__ = ["masked_image", "holed_image", "edge_map", "conditioning", "unet_context", "control_images", "inpaint",
            "denoise", "noise_matched_total"]
@@ -44,10 +48,11 @@ def holed_image(codec_model, z: torch.Tensor, lost: torch.Tensor, device=None) -
 
 
 def edge_map(een, z: torch.Tensor, lost: torch.Tensor, scaling_factor: float) -> torch.Tensor:
-    """The EEN's edges (B, 1, H, W) in [0, 1] from the holed latent."""
+    """The EEN's edges (B, 1, H, W) in [0, 1], float32, from the holed latent (run in the EEN's dtype)."""
     from sim.complement.een import een_input
 
-    return een(een_input(z, lost, scaling_factor))
+    dtype = next(een.parameters()).dtype
+    return een(een_input(z, lost, scaling_factor).to(dtype)).float()
 
 
 def conditioning(models, codec_model, z: torch.Tensor, lost: torch.Tensor, edges: bool = True,
@@ -111,15 +116,16 @@ def control_images(controlnets, scaled, lost, edges, image, stage: str, stride: 
     return out
 
 
-def inpaint(models, z: torch.Tensor, lost: torch.Tensor, edges, image, generator: torch.Generator, *,
+def inpaint(models, z: torch.Tensor, lost: torch.Tensor, edges, image, generator: torch.Generator | list, *,
             scaling_factor: float, stride: int, steps: int, strength: float = 1.0, eta: float = 0.0,
             guidance_scale: float = 1.0, prompt_embeds: torch.Tensor | None = None) -> torch.Tensor:
     """The inpainting stage: scaled latents (B, C, h, w), known cells blended, lost cells generated.
 
-    ``edges``/``image`` from :func:`conditioning`; ``strength`` < 1 starts the lost cells from
-    harmonic interpolation noised to the first timestep run (SDEdit-style); ``prompt_embeds``
-    overrides the set's null embedding (stage 3 trains it). Differentiable in the UNet, the
-    ControlNets and ``prompt_embeds``.
+    ``edges``/``image`` from :func:`conditioning`; ``generator`` one for the batch or a list, one
+    per item (:func:`~sim.complement.latent_inpaint.denoise_latents`); ``strength`` < 1 starts the
+    lost cells from harmonic interpolation noised to the first timestep run (SDEdit-style);
+    ``prompt_embeds`` overrides the set's null embedding (stage 3 trains it). Differentiable in
+    the UNet, the ControlNets and ``prompt_embeds``.
     """
     scaled = z * scaling_factor
     interp_context = models.context == "interp" and takes_mask(models.unet)
@@ -131,9 +137,9 @@ def inpaint(models, z: torch.Tensor, lost: torch.Tensor, edges, image, generator
                            guidance_scale=guidance_scale, context=filled if interp_context else None)
 
 
-def denoise(models, scaled: torch.Tensor, lost: torch.Tensor, edges, image, generator: torch.Generator, *,
+def denoise(models, scaled: torch.Tensor, lost: torch.Tensor, edges, image, generator: torch.Generator | list, *,
             stride: int, steps: int, strength: float | None, eta: float = 0.0, guidance_scale: float = 1.0,
-            prompt_embeds: torch.Tensor | None = None, sigma: float | None = None) -> torch.Tensor:
+            prompt_embeds: torch.Tensor | None = None, sigma: float | list[float] | None = None) -> torch.Tensor:
     """The Canny-based denoising step (CDS): ``steps`` DDIM steps over every cell of the scaled
     latents, conditioned on the edges only (every cell counts as lost). Differentiable like
     :func:`inpaint`.
@@ -143,10 +149,15 @@ def denoise(models, scaled: torch.Tensor, lost: torch.Tensor, edges, image, gene
     first timestep whose level reaches it, the noise topped up rather than added
     (:func:`noise_matched_total`; ``present_sigma`` of
     :func:`~sim.complement.latent_inpaint.denoise_latents`). A ``sigma`` below the schedule's
-    finest level leaves the latents as they are.
+    finest level leaves the latents as they are. ``sigma`` may be one per item, all of them
+    starting at the same timestep (InputError otherwise: denoise those items apart).
     """
     if sigma is not None:  # strength is not used
-        total = noise_matched_total(models.scheduler_config, sigma, steps)
+        totals = {noise_matched_total(models.scheduler_config, float(s), steps) for s in np.atleast_1d(sigma)}
+        if len(totals) > 1:
+            raise InputError(f"sigma = {sigma!r}: the items start at different timesteps (schedules of "
+                             f"{sorted(totals, key=str)} steps); denoise them apart")
+        total = totals.pop()
         if total is None:
             return scaled
     else:
@@ -155,7 +166,8 @@ def denoise(models, scaled: torch.Tensor, lost: torch.Tensor, edges, image, gene
     return denoise_latents(models.unet, models.scheduler_config, scaled,
                            models.prompt_embeds if prompt_embeds is None else prompt_embeds, generator,
                            controls=controls, keep=None, steps=total, strength=steps / total, eta=eta,
-                           guidance_scale=guidance_scale, present_sigma=sigma or 0.0)
+                           guidance_scale=guidance_scale,
+                           present_sigma=0.0 if sigma is None else torch.as_tensor(sigma, dtype=torch.float64))
 
 
 def noise_matched_total(scheduler_config: dict, sigma: float, steps: int) -> int | None:

@@ -20,7 +20,13 @@ is the loop of ``StableDiffusionControlNetInpaintPipeline`` (diffusers 0.42, §8
   are still blended, as above.
 
 Latents are in the UNet's units (codec latent × ``scaling_factor``). Every random draw comes
-from ``generator``; with the same generator state the result is the same.
+from ``generator``; with the same generator state the result is the same. With a list of
+generators, one per item, item i's draws come from generator i alone, in the order a batch of
+one would draw them: an item's result does not depend on the batch it runs in.
+
+The latents, the noise and the DDIM arithmetic are float32; the UNet and ControlNets get their
+inputs in their own dtype (float16 / bfloat16 on CUDA, :func:`sim.complement.models.cast_models`)
+and their predictions come back as float32.
 
 The loop is differentiable (``latentcast train finetune`` backpropagates through all its
 steps); callers that only infer wrap it in ``torch.no_grad()``, as ``LearnedComplement`` does.
@@ -33,6 +39,7 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import DDIMScheduler
+from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
 from sim.errors import ConfigError, InputError
@@ -79,7 +86,7 @@ def _embedded_once(control: Control):
     else:
         image = control.image
     original = net.controlnet_cond_embedding
-    net.controlnet_cond_embedding = _Fixed(original(image))
+    net.controlnet_cond_embedding = _Fixed(original(image.to(net.dtype)))
     try:
         yield
     finally:
@@ -117,7 +124,7 @@ def denoise_latents(
     scheduler_config: dict,
     latents: torch.Tensor,
     encoder_hidden_states: torch.Tensor,
-    generator: torch.Generator,
+    generator: torch.Generator | list[torch.Generator],
     *,
     controls: list[Control] = (),
     keep: torch.Tensor | None = None,
@@ -127,7 +134,7 @@ def denoise_latents(
     guidance_scale: float = 1.0,
     timestep_spacing: str | None = "trailing",
     context: torch.Tensor | None = None,
-    present_sigma: float = 0.0,
+    present_sigma: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
     """Denoise ``latents`` with DDIM, inpainting where ``keep`` is 0.
 
@@ -142,8 +149,9 @@ def denoise_latents(
         unless ``strength < 1``, where they are the starting point). Without: the start.
     encoder_hidden_states : (1 or B, L, D)
         The text-free conditioning (empty-prompt embedding or learned null embedding).
-    generator : torch.Generator
-        CPU generator for the starting noise (and the DDIM variance noise when eta > 0).
+    generator : torch.Generator or list of B torch.Generator
+        CPU generator for the starting noise (and the DDIM variance noise when eta > 0): one
+        for the whole batch, or one per item (diffusers' convention: each item's draws from its own).
     controls : list of Control
         ControlNets whose residuals are summed (MultiControlNet semantics).
     keep : (B, 1, h, w) float or bool, optional
@@ -162,7 +170,7 @@ def denoise_latents(
         Overrides the config's spacing; ``"trailing"`` starts at t = T − 1 even with few steps.
     context : (B, C, h, w), optional
         An inpainting UNet's context channels (default: ``latents`` × keep, the masked latent).
-    present_sigma : float ≥ 0
+    present_sigma : float ≥ 0, or a (B,) tensor of them (one per item)
         Without ``keep``: ``latents`` already carry Gaussian noise of this standard deviation
         (x₀ + σ ε, as a noisy channel delivers them). The start tops it up to the first
         timestep's level instead of adding a full one: √ᾱ_t (x + √max(0, σ_t² − σ²) ε), σ_t² =
@@ -172,8 +180,8 @@ def denoise_latents(
     Returns
     -------
     torch.Tensor
-        (B, C, h, w) denoised latents (float32, on ``latents``' device). With ``keep`` and
-        ``strength`` = 1 the known cells equal ``latents`` there exactly.
+        (B, C, h, w) denoised latents (float32, on ``latents``' device, whatever the networks'
+        dtype). With ``keep`` and ``strength`` = 1 the known cells equal ``latents`` there exactly.
     """
     if latents.dim() != 4:
         raise InputError(f"latents: expected (B, C, h, w), got shape {tuple(latents.shape)}")
@@ -183,6 +191,12 @@ def denoise_latents(
             raise InputError(f"keep mask {tuple(keep.shape)} does not match latents {tuple(latents.shape)}: "
                              f"expected ({b}, 1, {h}, {w})")
         keep = keep.to(latents.dtype)
+    if isinstance(generator, list) and len(generator) != b:
+        raise InputError(f"{len(generator)} generators for a batch of {b} latents: expected one per item")
+    sigma = torch.as_tensor(present_sigma, dtype=torch.float64).reshape(-1, 1, 1, 1)
+    if (sigma < 0).any() or ((sigma > 0).any() and keep is not None) or sigma.shape[0] not in (1, b):
+        raise InputError(f"present_sigma = {present_sigma!r}: expected ≥ 0, one or one per item, and only "
+                         f"without keep")
     for c in controls:
         down = 2 ** (len(c.net.config.conditioning_embedding_out_channels) - 1)
         if c.image.shape[0] != b or tuple(c.image.shape[-2:]) != (h * down, w * down):
@@ -193,13 +207,11 @@ def denoise_latents(
     scheduler = DDIMScheduler.from_config(scheduler_config, **overrides)
     timesteps = timesteps_for(scheduler, steps, strength)
     # 2. starting latents: pure noise (strength 1) or the input noised to the first timestep
-    noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32).to(latents)
+    noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=torch.float32).to(latents)
     known = latents
-    if present_sigma < 0 or (present_sigma > 0 and keep is not None):
-        raise InputError(f"present_sigma = {present_sigma!r}: expected ≥ 0, and only without keep")
-    if present_sigma > 0:
+    if (sigma > 0).any():
         alpha = scheduler.alphas_cumprod[int(timesteps[0])].to(known)
-        top_up = ((1 - alpha) / alpha - present_sigma ** 2).clamp(min=0).sqrt()
+        top_up = ((1 - alpha) / alpha - (sigma ** 2).to(known)).clamp(min=0).sqrt()
         latents = alpha.sqrt() * (known + top_up * noise)
     elif strength >= 1.0:
         latents = noise * scheduler.init_noise_sigma
@@ -207,7 +219,8 @@ def denoise_latents(
         latents = scheduler.add_noise(known, noise, timesteps[:1])
     if keep is not None:
         latents = keep * scheduler.add_noise(known, noise, timesteps[:1]) + (1 - keep) * latents
-    states = encoder_hidden_states.to(latents).expand(b, -1, -1)
+    dtype = unet.dtype  # the networks' (the ControlNets are cast with the UNet)
+    states = encoder_hidden_states.to(device=latents.device, dtype=dtype).expand(b, -1, -1)
     generate = (1 - keep) if keep is not None else torch.ones_like(latents[:, :1])
     if context is None:
         context = known * (1 - generate)
@@ -222,6 +235,7 @@ def denoise_latents(
             full_input = model_input
             if takes_mask(unet):
                 full_input = inpaint_input(model_input, generate, context.to(model_input))
+            model_input, full_input = model_input.to(dtype), full_input.to(dtype)
             down_res = mid_res = None
             for c in controls:
                 wide = c.net.config.in_channels == full_input.shape[1]
@@ -230,9 +244,9 @@ def denoise_latents(
                 down_res = d if down_res is None else [x + y for x, y in zip(down_res, d)]
                 mid_res = m if mid_res is None else mid_res + m
             eps = unet(full_input, t, encoder_hidden_states=states, down_block_additional_residuals=down_res,
-                       mid_block_additional_residual=mid_res, return_dict=False)[0]
+                       mid_block_additional_residual=mid_res, return_dict=False)[0].float()
             if guidance_scale != 1.0 and controls:
-                eps_u = unet(full_input, t, encoder_hidden_states=states, return_dict=False)[0]
+                eps_u = unet(full_input, t, encoder_hidden_states=states, return_dict=False)[0].float()
                 eps = eps_u + guidance_scale * (eps - eps_u)
             latents = scheduler.step(eps, t, latents, eta=eta, generator=generator, return_dict=False)[0]
             # 4. blend the known cells, re-noised to the next timestep (clean after the last)

@@ -46,7 +46,7 @@ __all__ = [
     "CONTEXTS", "CONTROL_INPUTS", "SD15_SCHEDULER", "SHIPPED_TINY", "SD15_DEFAULTS", "SD15_KEYS", "ControlSpec",
     "ComplementModels", "TINY_CHANNELS", "check_unet_channels", "tiny_unet", "tiny_controlnet", "inpainting_unet",
     "save_weight_set", "load_weight_set", "load_sd15", "load_complement_models", "empty_prompt_embedding",
-    "save_prompt_embeds", "latent_control", "control_channels",
+    "save_prompt_embeds", "latent_control", "control_channels", "DTYPES", "cast_models",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,9 @@ SD15_SCHEDULER = {
     "timestep_spacing": "leading",
 }
 SD15_KEYS = ("unet", "inpaint", "canny", "empty_prompt", "een", "scales")
+# the dtypes a weight set's networks can run in (float16 / bfloat16 on a CUDA device only), each with
+# the torch.nn.Module method that casts to it (diffusers' `.to(dtype)` warns on every cast)
+DTYPES = {"float32": "float", "float16": "half", "bfloat16": "bfloat16"}
 SD15_DEFAULTS = {"unet": "stable-diffusion-v1-5/stable-diffusion-v1-5",
                  "inpaint": "lllyasviel/control_v11p_sd15_inpaint",
                  "canny": "lllyasviel/control_v11p_sd15_canny"}
@@ -93,7 +96,8 @@ class ControlSpec:
 
 @dataclass
 class ComplementModels:
-    """Everything the complement loop needs apart from the codec (all in eval mode, fp32)."""
+    """Everything the complement loop needs apart from the codec (all in eval mode; the networks
+    fp32 as loaded, or as :func:`cast_models` left them; the prompt embedding fp32)."""
 
     name: str
     unet: UNet2DConditionModel
@@ -384,9 +388,26 @@ def _check(models: ComplementModels, where: str) -> None:
                              f"condition at ×{strides.pop()}")
 
 
+def cast_models(models: ComplementModels, dtype: str) -> ComplementModels:
+    """``models`` with the UNet, ControlNets and EEN cast to ``dtype`` (a key of :data:`DTYPES`), in place.
+
+    The prompt embedding stays float32; the complement loop casts the networks' inputs to their
+    dtype and their outputs back to float32.
+    """
+    nets = [models.unet] + [spec.net for spec in models.controlnets]
+    for net in nets + ([models.een] if models.een is not None else []):
+        getattr(net, DTYPES[dtype])()
+    return models
+
+
 def load_complement_models(weights: str = "tiny", een: str | Path | None = None, sd15: dict | None = None,
-                           device: str = "cpu") -> ComplementModels:
-    """``"tiny"`` (shipped folder), ``"sd15"`` (``sd15`` = kwargs of :func:`load_sd15`), or a weight-set folder."""
+                           device: str = "cpu", dtype: str = "float32") -> ComplementModels:
+    """``"tiny"`` (shipped folder), ``"sd15"`` (``sd15`` = kwargs of :func:`load_sd15`), or a weight-set
+    folder, on ``device`` with the networks in ``dtype`` (:func:`cast_models`)."""
+    return cast_models(_load_models(weights, een, sd15, device), dtype)
+
+
+def _load_models(weights: str, een, sd15: dict | None, device: str) -> ComplementModels:
     if weights == "sd15":
         sd15 = dict(sd15 or {})
         unknown = set(sd15) - set(SD15_KEYS)

@@ -4,7 +4,10 @@ The engine consults a policy at each *decision point*: the moment the receiver h
 detected that a transmission pass is over (all its packets arrived, the pass's last packet
 arrived after a gap, or the loss timer fired) with data cells still missing. The policy
 answers one question — resend the missing data packets now (True), or decode with what
-has arrived (False) — and, once decoding, repairs the missing cells.
+has arrived (False) — and names the complement method that repairs the missing cells
+(:meth:`Policy.repairer`). The repair stage groups the transmissions that need a repair
+(:func:`needs_repair`) and calls the method's ``batch`` on them; :meth:`Policy.repair` is the
+same for one latent.
 
 Header packets are not the policy's business: they are fetched under every policy, since
 nothing decodes without them.
@@ -21,10 +24,11 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from sim.complement.method import ComplementMethod
 from sim.errors import ConfigError
 
-__all__ = ["Decision", "Policy", "build_policy", "check_int", "check_seconds", "check_choice", "check_share",
-           "check_method", "apply_method"]
+__all__ = ["Decision", "Policy", "Repairing", "build_policy", "check_int", "check_seconds", "check_choice",
+           "check_share", "check_method", "needs_repair", "apply_method"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class Policy(Protocol):
     """A frozen dataclass whose fields are the scenario's YAML keys for this policy."""
 
     kind: ClassVar[str]
+    complements: ClassVar[bool]
 
     @property
     def cutoff_s(self) -> float | None:
@@ -67,15 +72,35 @@ class Policy(Protocol):
         """True: NACK the missing data packets now; False: decode with what has arrived."""
         ...
 
-    def repair(self, latent: np.ndarray, missing: np.ndarray, rng: np.random.Generator,
-               method=None) -> tuple[np.ndarray, bool]:
-        """(latent (C, h, w) float32 with missing cells filled, complemented?).
+    def repairer(self, method: ComplementMethod | None = None) -> ComplementMethod:
+        """The method that repairs this policy's missing cells.
 
         ``method`` is the policy's complement method built once per run
         (``sim.complement.make_method(policy.method, codec, ...)``); policies without a
-        ``method`` ignore it, the others fall back to the registry function when it is None.
+        ``method`` ignore it, the others fall back to the registry's when it is None.
         """
         ...
+
+    def repair(self, latent: np.ndarray, missing: np.ndarray, rng: np.random.Generator,
+               method: ComplementMethod | None = None, noise_std: float = 0.0) -> tuple[np.ndarray, bool]:
+        """(latent (C, h, w) float32 with missing cells filled, complemented?): :func:`apply_method`
+        with :meth:`repairer`; complemented only where the policy :attr:`complements`."""
+        ...
+
+
+class Repairing:
+    """:meth:`Policy.repair` from the policy's :meth:`~Policy.repairer`, shared by every policy.
+
+    ``complements`` (class attribute): whether a repair counts as complemented in the records
+    (False for ``resend`` and ``none``, whose fills are the absence of a complement).
+    """
+
+    complements: ClassVar[bool] = True
+
+    def repair(self, latent: np.ndarray, missing: np.ndarray, rng: np.random.Generator,
+               method: ComplementMethod | None = None, noise_std: float = 0.0) -> tuple[np.ndarray, bool]:
+        out, repaired = apply_method(self.repairer(method), latent, missing, rng, noise_std)
+        return out, repaired and self.complements
 
 
 # --------------------------------------------------------------------------- checks
@@ -136,12 +161,19 @@ def check_method(kind: str, method, options) -> dict:
         raise ConfigError(msg) from None
 
 
-def apply_method(fn, latent: np.ndarray, missing: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
-    """``(fn(latent, missing, rng), True)`` when cells are missing or ``fn.alters_known`` (the
-    denoising step repairs every cell); ``(latent, False)`` otherwise."""
-    if not np.asarray(missing).any() and not getattr(fn, "alters_known", False):
+def needs_repair(method: ComplementMethod, missing: np.ndarray) -> bool:
+    """Whether ``method`` runs on a latent with ``missing`` (h, w) cells: when cells are missing,
+    or always where it alters known cells (the denoising step repairs every cell)."""
+    return bool(np.asarray(missing).any()) or method.alters_known
+
+
+def apply_method(method: ComplementMethod, latent: np.ndarray, missing: np.ndarray, rng: np.random.Generator,
+                 noise_std: float = 0.0) -> tuple[np.ndarray, bool]:
+    """``(method(latent, missing, rng, noise_std), True)`` where :func:`needs_repair`; ``(latent, False)``
+    otherwise."""
+    if not needs_repair(method, missing):
         return np.asarray(latent, dtype=np.float32), False
-    return fn(latent, missing, rng), True
+    return method(latent, missing, rng, noise_std), True
 
 
 def build_policy(cls, kwargs: dict):

@@ -5,16 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import numpy as np
-
-from sim.complement import complement_method
-from sim.policies.base import Decision, apply_method, check_method
+from sim.complement import ComplementMethod, complement_method
+from sim.policies.base import Decision, Repairing, check_method
 
 __all__ = ["Complement"]
 
 
 @dataclass(frozen=True)
-class Complement:
+class Complement(Repairing):
     """Decode after the first pass, repairing missing cells with ``method``.
 
     Parameters
@@ -45,8 +43,8 @@ class Complement:
     def decide(self, d: Decision) -> bool:
         return False
 
-    def repair(self, latent, missing, rng: np.random.Generator, method=None):
-        """Missing cells by ``method`` (built by the runner; default: the registry function —
-        a codec method must be built first). A method that alters known cells (the denoising
-        step) runs even when nothing is missing."""
-        return apply_method(complement_method(self.method) if method is None else method, latent, missing, rng)
+    def repairer(self, method: ComplementMethod | None = None) -> ComplementMethod:
+        """``method`` (built by the runner), else the registry's ``self.method`` (a codec method's
+        placeholder raises ConfigError when called: it must be built first). A method that alters
+        known cells (the denoising step) runs even when nothing is missing (:func:`~sim.policies.base.needs_repair`)."""
+        return complement_method(self.method) if method is None else method

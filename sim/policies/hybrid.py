@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import numpy as np
-
-from sim.complement import complement_method
-from sim.policies.base import Decision, apply_method, check_choice, check_int, check_method, check_seconds, check_share
+from sim.complement import ComplementMethod, complement_method
+from sim.policies.base import Decision, Repairing, check_choice, check_int, check_method, check_seconds, check_share
 
 __all__ = ["Hybrid"]
 
@@ -16,7 +14,7 @@ MODES = ("deadline", "threshold")
 
 
 @dataclass(frozen=True)
-class Hybrid:
+class Hybrid(Repairing):
     """Resend or complement, decided at every decision point.
 
     Parameters
@@ -66,6 +64,6 @@ class Hybrid:
             return d.eta_s <= self.deadline_s
         return d.missing_share > self.max_missing
 
-    def repair(self, latent, missing, rng: np.random.Generator, method=None):
-        """As :meth:`Complement.repair <sim.policies.complement.Complement.repair>`."""
-        return apply_method(complement_method(self.method) if method is None else method, latent, missing, rng)
+    def repairer(self, method: ComplementMethod | None = None) -> ComplementMethod:
+        """As :meth:`Complement.repairer <sim.policies.complement.Complement.repairer>`."""
+        return complement_method(self.method) if method is None else method

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
-
-from sim.complement import COMPLEMENT_METHODS
-from sim.policies.base import Decision, check_choice
+from sim.complement import COMPLEMENT_METHODS, ComplementMethod
+from sim.policies.base import Decision, Repairing, check_choice
 
 __all__ = ["NoRepair"]
 
@@ -16,8 +14,8 @@ FILLS = ("zero", "mean")
 
 
 @dataclass(frozen=True)
-class NoRepair:
-    """Decode after the first pass; missing cells become ``fill``.
+class NoRepair(Repairing):
+    """Decode after the first pass; missing cells become ``fill`` (not counted as complemented).
 
     Parameters
     ----------
@@ -26,6 +24,7 @@ class NoRepair:
     """
 
     kind: ClassVar[str] = "none"
+    complements: ClassVar[bool] = False
     fill: str = "zero"
 
     def __post_init__(self):
@@ -38,5 +37,6 @@ class NoRepair:
     def decide(self, d: Decision) -> bool:
         return False
 
-    def repair(self, latent, missing, rng: np.random.Generator, method=None):
-        return COMPLEMENT_METHODS[self.fill](latent, missing, rng), False
+    def repairer(self, method: ComplementMethod | None = None) -> ComplementMethod:
+        """The ``fill``, whatever ``method`` is."""
+        return COMPLEMENT_METHODS[self.fill]

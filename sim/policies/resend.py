@@ -5,16 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
-
-from sim.complement.fill import zero_fill
-from sim.policies.base import Decision, check_int, check_seconds
+from sim.complement import COMPLEMENT_METHODS, ComplementMethod
+from sim.policies.base import Decision, Repairing, check_int, check_seconds
 
 __all__ = ["Resend"]
 
 
 @dataclass(frozen=True)
-class Resend:
+class Resend(Repairing):
     """Selective repeat: after each pass, NACK every missing packet; the sender resends them.
 
     Parameters
@@ -30,6 +28,7 @@ class Resend:
     """
 
     kind: ClassVar[str] = "resend"
+    complements: ClassVar[bool] = False
     max_rounds: int = 8
     deadline_s: float | None = None
 
@@ -44,5 +43,6 @@ class Resend:
     def decide(self, d: Decision) -> bool:
         return d.rounds < self.max_rounds
 
-    def repair(self, latent, missing, rng: np.random.Generator, method=None):
-        return zero_fill(latent, missing), False
+    def repairer(self, method: ComplementMethod | None = None) -> ComplementMethod:
+        """The zero fill, whatever ``method`` is."""
+        return COMPLEMENT_METHODS["zero"]
