@@ -107,6 +107,9 @@ def _check_out(out: Path, resolved: str) -> list[dict]:
     """Existing records of ``out`` if they belong to this scenario; refuse otherwise."""
     results = out / RESULTS_FILE
     records = read_records(results, repair=True)
+    if any(isinstance(r.get("key"), list) and r["key"] and isinstance(r["key"][0], int) for r in records):
+        raise ConfigError(f"{out}: holds results of an older latentcast (records keyed by sweep position, "
+                          f"whose channel draws differ); choose another --out or delete {results} to start again")
     if records:
         prev = out / RESOLVED_FILE
         old = prev.read_text(encoding="utf-8") if prev.exists() else None

@@ -50,7 +50,7 @@ __all__ = [
 
 SWEEPABLE = ("images", "codec", "packetizer", "link", "channel", "receiver", "policies")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_CODEC_KEYS = ("model", "weights", "quantizer", "entropy", "device")
+_CODEC_KEYS = ("model", "weights", "quantizer", "entropy", "device", "dtype")
 _IMAGES_KEYS = ("source", "names", "size")
 
 
@@ -83,6 +83,7 @@ class CodecConfig:
     quantizer: tuple[tuple[str, Any], ...] = (("kind", "uniform"), ("bits", 6))
     entropy: str = "range"
     device: str = "cpu"
+    dtype: str = "float32"
 
     def quantizer_dict(self) -> dict:
         return {k: _thaw(v) for k, v in self.quantizer}
@@ -90,7 +91,7 @@ class CodecConfig:
     def load_kwargs(self) -> dict:
         """Keyword arguments for :func:`sim.codec.load_codec`."""
         return {"model": self.model, "quantizer": self.quantizer_dict(), "entropy": self.entropy,
-                "weights": self.weights, "device": self.device}
+                "weights": self.weights, "device": self.device, "dtype": self.dtype}
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ class Scenario:
                        "size": self.images.size},
             "codec": {"model": self.codec.model, "weights": self.codec.weights,
                       "quantizer": self.codec.quantizer_dict(), "entropy": self.codec.entropy,
-                      "device": self.codec.device},
+                      "device": self.codec.device, "dtype": self.codec.dtype},
             "packetizer": _fields(self.packetizer),
             "link": as_config(self.link),
             "channel": as_config(self.channel),
@@ -254,7 +255,7 @@ def _parse_images(chk: _Checker, raw, base: Path) -> ImagesConfig | None:
 
 
 def _parse_codec(chk: _Checker, raw, base: Path) -> CodecConfig | None:
-    from sim.codec import CODEC_MODELS
+    from sim.codec import CODEC_MODELS, DTYPES, check_dtype
     from sim.codec.entropy import make_entropy_coder
     from sim.codec.quantizers import QUANTIZERS, make_quantizer
 
@@ -288,6 +289,11 @@ def _parse_codec(chk: _Checker, raw, base: Path) -> CodecConfig | None:
     if not isinstance(device, str) or not re.match(r"^(cpu|cuda(:\d+)?|mps)$", device):
         chk.bad("codec.device", device, "expected cpu, cuda, cuda:N or mps")
         ok = False
+    dtype = d.get("dtype", "float32")
+    problem = check_dtype(model, device, dtype) if isinstance(dtype, str) else f"expected one of {', '.join(DTYPES)}"
+    if problem:
+        chk.bad("codec.dtype", dtype, problem)
+        ok = False
     q = chk.mapping("codec.quantizer", d.get("quantizer", {"kind": "uniform", "bits": 6}))
     if q is None:
         ok = False
@@ -311,7 +317,7 @@ def _parse_codec(chk: _Checker, raw, base: Path) -> CodecConfig | None:
         ok = False
     if not ok:
         return None
-    return CodecConfig(model, weights, tuple((k, _freeze(v)) for k, v in q.items()), entropy, device)
+    return CodecConfig(model, weights, tuple((k, _freeze(v)) for k, v in q.items()), entropy, device, dtype)
 
 
 def _parse_channel(chk: _Checker, raw, base: Path):

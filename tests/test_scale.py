@@ -249,3 +249,24 @@ def test_batched_units_equal_unbatched_within_float_tolerance(scenario_file, tin
     assert repaired > 3
     with pytest.raises(ConfigError, match=r"^--batch = 0: expected an integer ≥ 1"):
         run_scenario(load_scenario(scenario_file), tmp_path / "c", jobs=1, batch=0)
+
+
+def test_results_keyed_by_position_are_refused(scenario_file, serial, tmp_path):
+    """Records of an older latentcast (key [point index, …]) would double-count beside new ones."""
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "scenario.resolved.yaml").write_bytes((serial / "scenario.resolved.yaml").read_bytes())
+    rec = {**read_records(serial / "results.jsonl")[0], "point": 0}
+    rec["key"] = [0, *rec["key"][1:]]
+    (out / "results.jsonl").write_text(record_line(rec) + "\n")
+    with pytest.raises(ConfigError, match=r"holds results of an older latentcast \(records keyed by sweep position"):
+        run_scenario(load_scenario(scenario_file), out, jobs=1)
+
+
+def test_half_precision_codec_needs_cuda(scenario_file):
+    from sim.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError, match=r"codec.dtype = 'float16': half precision needs codec.device: cuda"):
+        load_scenario(scenario_file, overrides=["codec.dtype=float16"])
+    with pytest.raises(ScenarioError, match=r"codec.dtype = 'half': expected one of float32, float16, bfloat16"):
+        load_scenario(scenario_file, overrides=["codec.dtype=half"])

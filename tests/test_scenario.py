@@ -74,7 +74,7 @@ def test_defaults_are_resolved(tmp_path):
     sc = load_scenario(write(tmp_path, BASE))
     d = sc.to_dict()
     assert d["codec"] == {"model": "tiny", "weights": None, "quantizer": {"kind": "uniform", "bits": 6},
-                          "entropy": "range", "device": "cpu"}
+                          "entropy": "range", "device": "cpu", "dtype": "float32"}
     assert d["out"] == "out/t" and d["repeats"] == 1 and d["sweep"] == {}
     assert d["receiver"]["timeout_s"] > 0
     assert [p["name"] for p in d["policies"]] == ["resend", "none"]

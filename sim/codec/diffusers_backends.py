@@ -174,8 +174,9 @@ class TAESDModel(_DiffusersModel):
 
 # -- loading -----------------------------------------------------------------------------
 
-def load_sd_vae(source: str | Path, device: str = "cpu", subfolder: str | None = None) -> SDVAEModel:
-    """Load an SD VAE (:class:`~diffusers.AutoencoderKL`) as a :class:`SDVAEModel`, fp32.
+def load_sd_vae(source: str | Path, device: str = "cpu", subfolder: str | None = None,
+                dtype: str = "float32") -> SDVAEModel:
+    """Load an SD VAE (:class:`~diffusers.AutoencoderKL`) as a :class:`SDVAEModel`, in ``dtype``.
 
     Parameters
     ----------
@@ -188,22 +189,26 @@ def load_sd_vae(source: str | Path, device: str = "cpu", subfolder: str | None =
         Torch device for the weights.
     subfolder : str, optional
         Where the model sits inside ``source``; by default the root, else ``vae/``.
+    dtype : {"float32", "float16", "bfloat16"}
+        The weights' precision (half precision on CUDA only: ``sim.codec.check_dtype``); inputs are
+        cast to it, outputs come back as float32.
 
     Raises
     ------
     ModelLoadError
         One line naming the missing directory, file, hub id or mismatch.
     """
-    return _load(AutoencoderKL, SDVAEModel, source, device, subfolder)
+    return _load(AutoencoderKL, SDVAEModel, source, device, subfolder, dtype)
 
 
-def load_taesd(source: str | Path, device: str = "cpu", subfolder: str | None = None) -> TAESDModel:
+def load_taesd(source: str | Path, device: str = "cpu", subfolder: str | None = None,
+               dtype: str = "float32") -> TAESDModel:
     """Load TAESD (:class:`~diffusers.AutoencoderTiny`) as a :class:`TAESDModel`, fp32.
 
     ``source`` is a local directory or a hub id such as ``"madebyollin/taesd"``; see
     :func:`load_sd_vae` for layouts, ``subfolder`` and errors.
     """
-    return _load(AutoencoderTiny, TAESDModel, source, device, subfolder)
+    return _load(AutoencoderTiny, TAESDModel, source, device, subfolder, dtype)
 
 
 def _first_line(err: BaseException, limit: int = 160) -> str:
@@ -217,7 +222,7 @@ def _looks_like_hub_id(source: str) -> bool:
             and not source.startswith(("/", ".", "~")) and not source.endswith("/"))
 
 
-def _load(cls, wrapper, source, device: str, subfolder: str | None):
+def _load(cls, wrapper, source, device: str, subfolder: str | None, dtype: str = "float32"):
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
@@ -238,6 +243,8 @@ def _load(cls, wrapper, source, device: str, subfolder: str | None):
         vae = vae.to(dev)
     except (RuntimeError, AssertionError) as err:  # e.g. "Torch not compiled with CUDA enabled"
         raise ConfigError(f"device = {device!r}: {_first_line(err)}") from None
+    if dtype != "float32":  # .half() / .bfloat16(): diffusers' .to(dtype) warns on every cast
+        vae = vae.half() if dtype == "float16" else vae.bfloat16()
     try:
         return wrapper(vae)
     except ModelLoadError as err:
