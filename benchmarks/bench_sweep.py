@@ -46,8 +46,9 @@ def _peak_rss_mb(pid: int) -> float | None:
 
 
 def _is_worker(pid: int) -> bool:
+    """A pool worker (forked or spawned), not multiprocessing's resource tracker."""
     try:
-        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 

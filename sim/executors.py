@@ -2,8 +2,8 @@
 :class:`sim.worker.UnitResult` per unit, in the order units finish; the parent writes them.
 
 ``serial``  one :class:`~sim.worker.Worker` in this process (the reference; ``--jobs 1``)
-``local``   a process pool of ``jobs`` workers (``spawn`` start), each loading the models once in
-            its initializer; a worker that dies (killed, out of memory) takes the units it held
+``local``   a process pool of ``jobs`` workers (``fork`` start with one torch thread, else
+            ``spawn``: :func:`_start_method`), each loading the models once; a worker that dies (killed, out of memory) takes the units it held
             with it: they are retried once in a fresh pool, then come back as error records
 ``ray``     Ray tasks on actors that hold the models (:mod:`sim.executor_ray`; optional extra)
 
@@ -97,10 +97,29 @@ def _run_units(units):
     return _WORKER.run_batch(units)
 
 
+def _start_method(threads: int | None) -> str:
+    """``fork`` where it is safe, ``spawn`` elsewhere.
+
+    A forked worker starts with this process's imports (torch, diffusers: seconds per worker
+    otherwise); this process runs no model, and with one torch thread it has never opened an
+    OpenMP team that a fork would leave broken. With more threads, or without ``fork``, workers
+    start fresh (``spawn``).
+    """
+    import multiprocessing
+
+    if threads == 1 and "fork" in multiprocessing.get_all_start_methods():
+        import sim.complement.models  # noqa: F401  (the workers' heavy imports, done once here)
+        import sim.worker  # noqa: F401
+
+        return "fork"
+    return "spawn"
+
+
 def _pool(jobs: int, source: str, lpips: bool, threads: int | None) -> ProcessPoolExecutor:
     import multiprocessing
 
-    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+    ctx = multiprocessing.get_context(_start_method(threads))
+    return ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
                                initargs=(source, lpips, threads, os.getpid()))
 
 

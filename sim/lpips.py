@@ -207,16 +207,32 @@ class LPIPS(nn.Module):
         refs, images = list(refs), list(images)
         if not refs or not images:
             return np.zeros((len(refs), len(images)))
-        for a in refs + images:
-            _check_images(refs[0], a)
-        device = self.lins[0].weight.device
-        x = torch.cat([to_tensor(a) for a in refs + images]).to(device)
+        feats = self.unit_features(refs + images)
+        return self.distances_from([f[:len(refs)] for f in feats], images, [f[len(refs):] for f in feats])
+
+    @torch.no_grad()
+    def unit_features(self, images) -> list[torch.Tensor]:
+        """The channel-normalised features of (H, W, 3) uint8 ``images`` (one batch), per tapped
+        layer: what :meth:`distances_from` compares. A runner keeps a reference image's."""
+        images = list(images)
+        for a in images:
+            _check_images(images[0], a)
+        x = torch.cat([to_tensor(a) for a in images]).to(self.lins[0].weight.device)
         _check_batch(x, x, self.backbone)
-        r = len(refs)
-        total = torch.zeros(r, len(images), dtype=torch.float32, device=device)
-        for f, lin in zip(self._features(x), self.lins):
-            f = f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + _EPS)
-            d = (f[:r, None] - f[None, r:]).pow(2).flatten(0, 1)  # (R·B, C, h, w)
+        return [f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + _EPS) for f in self._features(x)]
+
+    @torch.no_grad()
+    def distances_from(self, ref_features: list, images, image_features: list | None = None) -> np.ndarray:
+        """:meth:`distances` from the references' :meth:`unit_features` (computed once, reused):
+        only ``images`` go through the backbone (unless their features are given too)."""
+        feats = image_features if image_features is not None else self.unit_features(images)
+        r, b = ref_features[0].shape[0], feats[0].shape[0]
+        total = torch.zeros(r, b, dtype=torch.float32, device=feats[0].device)
+        for fr, fi, lin in zip(ref_features, feats, self.lins):
+            if fr.shape[1:] != fi.shape[1:]:
+                raise InputError(f"LPIPS: reference features {tuple(fr.shape[1:])} and image features "
+                                 f"{tuple(fi.shape[1:])} differ (images of another size?)")
+            d = (fr[:, None] - fi[None]).pow(2).flatten(0, 1)  # (R·B, C, h, w)
             total = total + lin(d).mean(dim=(1, 2, 3)).view(r, -1)
         return total.cpu().double().numpy()
 

@@ -38,12 +38,14 @@ class Reference:
     image : (H, W, 3) uint8 — its decode
     decode_s : float — wall seconds of that decode
     quality : dict — the metric fields of a reconstruction equal to it (LPIPS where scored)
+    lpips_features : list or None — LPIPS features of [original, decode], computed once per image
     """
 
     latent: np.ndarray
     image: np.ndarray
     decode_s: float
     quality: dict
+    lpips_features: list | None = None
 
 
 @dataclass
@@ -79,9 +81,12 @@ def prepare(codec, image: np.ndarray, latent: np.ndarray, lpips=None, device=Non
     decoded, decode_s = _timed(codec.decode, sent)
     q = {**quality_batch(image, [decoded], device=device)[0],
          **quality_batch(decoded, [decoded], "_lossfree", device=device)[0]}
+    feats = None
     if lpips is not None:  # identical images: LPIPS 0, like SSIM 1
-        q.update(lpips=float(lpips.distances([image], [decoded])[0, 0]), lpips_lossfree=0.0)
-    return prep, Reference(sent, decoded, decode_s, q)
+        feats = lpips.unit_features([image, decoded])
+        d = lpips.distances_from([f[:1] for f in feats], [decoded], [f[1:] for f in feats])
+        q.update(lpips=float(d[0, 0]), lpips_lossfree=0.0)
+    return prep, Reference(sent, decoded, decode_s, q, feats)
 
 
 def transmit(scenario, codec, prep, packets, image_id: int, rng_of) -> list[Sent]:
@@ -183,7 +188,7 @@ def score(image: np.ndarray, sent: list[Sent], reference: Reference, lpips=None,
         images = [s.image for s in todo]
         q = quality_batch(image, images, device=device)
         q0 = quality_batch(reference.image, images, "_lossfree", device=device)
-        lp = lpips.distances([image, reference.image], images) if lpips is not None else None
+        lp = lpips.distances_from(reference.lpips_features, images) if lpips is not None else None
     except Exception as err:  # noqa: BLE001
         for s in todo:
             s.error = err

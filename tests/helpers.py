@@ -74,3 +74,23 @@ def wake_controlnet(net) -> None:
     zero_convs = [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]
     for conv in zero_convs:
         torch.nn.init.normal_(conv.weight, std=0.05)
+
+
+class FakeLPIPS:
+    """Stands in for sim.lpips.LPIPS (no AlexNet): mean absolute difference / 255. ``calls``
+    lists ``("features", n)`` per backbone batch and ``("from", refs, images)`` per comparison."""
+
+    def __init__(self):
+        self.calls = []
+
+    def unit_features(self, images):
+        self.calls.append(("features", len(images)))
+        return [np.stack([np.asarray(a, dtype=float) for a in images])]
+
+    def distances_from(self, ref_features, images, image_features=None):
+        feats = image_features if image_features is not None else self.unit_features(images)
+        self.calls.append(("from", len(ref_features[0]), len(feats[0])))
+        return np.array([[np.abs(a - b).mean() / 255 for b in feats[0]] for a in ref_features[0]])
+
+    def distances(self, refs, images):
+        return self.distances_from(self.unit_features(refs), images)

@@ -215,6 +215,18 @@ def test_distances_is_every_pair_in_one_pass(blank_model):
         blank_model.distances(refs, [refs[0][:32]])
 
 
+def test_reference_features_computed_once_give_the_same_distances(blank_model):
+    rng = np.random.default_rng(1)
+    refs = [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(2)]
+    images = [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(3)]
+    kept = blank_model.unit_features(refs)
+    d = blank_model.distances_from(kept, images)
+    assert d.shape == (2, 3) and np.abs(d - blank_model.distances(refs, images)).max() < 1e-6
+    assert blank_model.distances_from(kept, refs)[[0, 1], [0, 1]].tolist() == [0.0, 0.0]
+    with pytest.raises(InputError, match="reference features .* differ"):
+        blank_model.distances_from(kept, [refs[0][:32, :32]])
+
+
 def test_bad_inputs_are_refused(blank_model):
     a = np.zeros((64, 64, 3), np.uint8)
     with pytest.raises(InputError, match="one shape"):

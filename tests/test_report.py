@@ -20,6 +20,7 @@ from reports.analysis import build_stats, crossover, find_crossovers, median_ci,
 from channels.base import run_lengths
 from reports.channel import point_channel, run_length_pmf, theory_loss
 from reports.data import load_report_data
+from helpers import FakeLPIPS
 from reports.examples import HOLE_RGB, find_examples, save_examples
 from sim.errors import InputError
 from sim.results import derived_fields, image_means, read_records
@@ -285,20 +286,13 @@ def test_save_examples_writes_what_is_asked(tmp_path):
 # ------------------------------------------------------------------ run --report, end to end
 
 
-class _FakeLPIPS:
-    """Stands in for sim.lpips.LPIPS (no AlexNet): mean absolute difference / 255."""
-
-    def distances(self, refs, images):
-        return np.array([[np.abs(a.astype(float) - b).mean() / 255 for b in images] for a in refs])
-
-
 def test_run_with_report_flag(tmp_path, monkeypatch):
     """A tiny random codec, 2 loss rates: ``latentcast run --report`` leaves a report behind,
     with LPIPS (a fake model) beside PSNR/SSIM."""
     import torch
     import yaml
 
-    monkeypatch.setattr("sim.lpips.load_lpips", lambda cache_dir=None: _FakeLPIPS())
+    monkeypatch.setattr("sim.lpips.load_lpips", lambda cache_dir=None: FakeLPIPS())
 
     from sim.cli import main
     from sim.codec.tiny import save_tiny

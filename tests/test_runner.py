@@ -21,7 +21,7 @@ from sim.runner import run_scenario
 from sim.units import transmission_rng
 from sim.scenario import load_scenario
 
-from helpers import random_tiny_autoencoder
+from helpers import FakeLPIPS, random_tiny_autoencoder
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -370,17 +370,6 @@ def test_sweeping_a_policy_option(scenario_file, tmp_path):
 # ------------------------------------------------------------------------------- LPIPS
 
 
-class FakeLPIPS:
-    """Stands in for sim.lpips.LPIPS: mean absolute difference / 255; counts calls."""
-
-    def __init__(self):
-        self.calls = []
-
-    def distances(self, refs, images):
-        self.calls.append((len(refs), len(images)))
-        return np.array([[np.abs(a.astype(float) - b).mean() / 255 for b in images] for a in refs])
-
-
 def test_lpips_is_loaded_once_and_logged_beside_psnr(scenario_file, reference, tmp_path, monkeypatch, caplog):
     model, loads = FakeLPIPS(), []
     monkeypatch.setattr("sim.lpips.load_lpips", lambda cache_dir=None: loads.append(1) or model)
@@ -395,9 +384,10 @@ def test_lpips_is_loaded_once_and_logged_beside_psnr(scenario_file, reference, t
             ref = next(x for x in recs if x["image"] == r["image"] and x["point"] == "channel.loss=0")
             assert r["lpips_lossfree"] == 0.0 and r["lpips"] == ref["lpips"] > 0
     assert any(r["lpips_lossfree"] > 0 for r in recs if r["policy"] == "none" and r["missing_share"] > 0)
-    # one call per image for its loss-free decode, then one batch per group with new reconstructions
-    # (the lossy point: complement and none; resend repaired everything) against original and loss-free
-    assert model.calls == [(1, 1), (1, 1), (2, 2), (2, 2)]
+    # the features of each image and its loss-free decode once, then one batch per unit with new
+    # reconstructions (the lossy point: complement and none; resend repaired everything), compared
+    # with those two references
+    assert model.calls == [("features", 2), ("from", 1, 1)] * 2 + [("features", 2), ("from", 2, 2)] * 2
     assert lines_without_wall(tmp_path / "o" / "results.jsonl") != lines_without_wall(reference / "results.jsonl")
     rows = {(r["point"], r["policy"], r["metric"]) for r in summarize(tmp_path / "o" / "results.jsonl")}
     assert ("channel.loss=0.3", "none", "lpips") in rows and ("channel.loss=0.3", "none", "lpips_lossfree") in rows

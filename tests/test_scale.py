@@ -183,7 +183,7 @@ def _workers(pid: int) -> list[int]:
             cmd = Path(f"/proc/{child}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"spawn_main" in cmd:
+        if b"resource_tracker" not in cmd:
             found.append(child)
     return found
 
