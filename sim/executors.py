@@ -184,7 +184,7 @@ def unit_results(units: list, *, executor: str = "local", jobs: int = 1, source:
         from sim.executor_ray import ray_results
 
         return ray_results(units, jobs=jobs, source=source, lpips=lpips is not None, threads=threads,
-                           address=ray_address)
+                           address=ray_address, batch=batch)
     if executor == "serial" or jobs == 1 or len(units) <= 1:
         return _serial(units, source, lpips if lpips is not None else False, batch)
     return _local(units, jobs, source, lpips is not None, threads, batch)
