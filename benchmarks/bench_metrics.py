@@ -1,15 +1,13 @@
-"""Quality-metric time per 512×512 image: the former per-pair numpy path, the batched torch path, LPIPS.
+"""Quality-metric time per 512×512 image: the batched torch path and LPIPS, against one learned repair.
 
     .venv/bin/python benchmarks/bench_metrics.py [--threads 1] [--batch 8] [--repeat 3]
 
 One reference (the astronaut sample) against ``--batch`` noisy copies of it (the cost does not
 depend on the content). Prints the median over ``--repeat`` runs, per image, of:
 
-* the former path, pair by pair: numpy PSNR + scikit-image SSIM + the numpy/scipy MS-SSIM
-  (a copy of the code ``sim.metrics`` had before it became torch code);
 * :func:`sim.metrics.quality_batch` on the whole batch (PSNR, SSIM, MS-SSIM);
-* LPIPS ``load_lpips().distances([ref], images)`` on the same batch (skipped when the weights
-  cannot be had);
+* LPIPS ``distances_from(reference features, images)`` on the same batch, the reference's
+  features computed once as the runner does (skipped when the weights cannot be had);
 
 then the time of one learned complement repair (the shipped ``tiny`` weights at their default
 steps, 10 % of the 64 × 64 latent cells lost) and the ratio of the new per-image metric time
@@ -22,86 +20,23 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import timeit
 
 import numpy as np
 import torch
-from scipy.ndimage import correlate1d
-from skimage.metrics import structural_similarity
 
 from sim.images import load_sample, resize_center_crop
-from sim.metrics import MS_SSIM_WEIGHTS, ms_ssim_scales, quality_batch
+from sim.metrics import quality_batch
 
 TARGET = 0.10  # metrics per image in a batch of 8, as a fraction of one learned repair
 
 
-# ---- the former per-pair path (sim/metrics.py before the torch rewrite), kept for the comparison
-
-
-def _old_psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0.0 else float(10.0 * np.log10(255.0 ** 2 / mse))
-
-
-def _old_ssim(a: np.ndarray, b: np.ndarray) -> float:
-    return float(structural_similarity(a, b, channel_axis=-1, data_range=255.0, gaussian_weights=True,
-                                       sigma=1.5, use_sample_covariance=False))
-
-
-def _old_filter_valid(x: np.ndarray, g: np.ndarray) -> np.ndarray:
-    y = correlate1d(correlate1d(x, g, axis=0, mode="reflect"), g, axis=1, mode="reflect")
-    return y[5:-5, 5:-5]
-
-
-def _old_ssim_cs(x: np.ndarray, y: np.ndarray, g: np.ndarray) -> tuple[float, float]:
-    c1, c2 = (0.01 * 255.0) ** 2, (0.03 * 255.0) ** 2
-    mx, my = _old_filter_valid(x, g), _old_filter_valid(y, g)
-    sxx = _old_filter_valid(x * x, g) - mx * mx
-    syy = _old_filter_valid(y * y, g) - my * my
-    sxy = _old_filter_valid(x * y, g) - mx * my
-    cs = (2 * sxy + c2) / (sxx + syy + c2)
-    lum = (2 * mx * my + c1) / (mx * mx + my * my + c1)
-    return float(np.mean(lum * cs)), float(np.mean(cs))
-
-
-def _old_ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
-    m = ms_ssim_scales(a.shape[0], a.shape[1])
-    w = np.asarray(MS_SSIM_WEIGHTS[:m], dtype=np.float64)
-    w = w / w.sum()
-    x0 = np.arange(11, dtype=np.float64) - 5
-    g = np.exp(-(x0 ** 2) / (2 * 1.5 ** 2))
-    g = g / g.sum()
-    total = 0.0
-    for ch in range(3):
-        x, y = a[..., ch].astype(np.float64), b[..., ch].astype(np.float64)
-        value = 1.0
-        for j in range(m):
-            s, cs = _old_ssim_cs(x, y, g)
-            value *= max(s if j == m - 1 else cs, 0.0) ** w[j]
-            if j < m - 1:
-                h2, w2 = (x.shape[0] // 2) * 2, (x.shape[1] // 2) * 2
-                x = x[:h2, :w2].reshape(h2 // 2, 2, w2 // 2, 2).mean(axis=(1, 3))
-                y = y[:h2, :w2].reshape(h2 // 2, 2, w2 // 2, 2).mean(axis=(1, 3))
-        total += value
-    return float(total / 3.0)
-
-
-def _old_quality(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    return {"psnr": _old_psnr(a, b), "ssim": _old_ssim(a, b), "ms_ssim": _old_ms_ssim(a, b)}
-
-
-# ---- timing
-
-
 def _median_s(fn, repeat: int) -> tuple[float, float]:
-    """Median (wall-clock, process CPU) seconds of ``fn()`` over ``repeat`` runs after a warm-up."""
+    """Median (wall-clock, process CPU) seconds of ``fn()`` over ``repeat`` runs each, after a warm-up."""
     fn()
-    wall, cpu = [], []
-    for _ in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return statistics.median(wall), statistics.median(cpu)
+    runs = {clock: timeit.repeat(fn, timer=clock, number=1, repeat=repeat)
+            for clock in (time.perf_counter, time.process_time)}
+    return statistics.median(runs[time.perf_counter]), statistics.median(runs[time.process_time])
 
 
 def _fmt(seconds: tuple[float, float]) -> str:
@@ -123,13 +58,7 @@ def _repair_s(image: np.ndarray, repeat: int) -> tuple[float, float]:
     method.warmup(latent.shape)
     missing = np.random.default_rng(1).random(latent.shape[1:]) < 0.1
 
-    def repair():
-        try:
-            return method(latent, missing, np.random.default_rng(0))
-        except TypeError:  # a signature that takes the channel noise level
-            return method(latent, missing, np.random.default_rng(0), noise_std=0.0)
-
-    return _median_s(repair, repeat)
+    return _median_s(lambda: method(latent, missing, np.random.default_rng(0)), repeat)
 
 
 def main() -> None:
@@ -149,17 +78,16 @@ def main() -> None:
     n = args.batch
     print(f"{args.size}×{args.size}, batch of {n}, {args.threads} threads, median of {args.repeat}, "
           f"wall s (CPU s) per image:")
-    old = _per_image(_median_s(lambda: [_old_quality(ref, im) for im in images], args.repeat), n)
-    print(f"  former per-pair path (numpy PSNR + skimage SSIM + numpy MS-SSIM): {_fmt(old)}")
     new = _per_image(_median_s(lambda: quality_batch(ref, images), args.repeat), n)
-    print(f"  quality_batch (PSNR + SSIM + MS-SSIM): {_fmt(new)}  ({old[0] / new[0]:.1f}× faster)")
+    print(f"  quality_batch (PSNR + SSIM + MS-SSIM): {_fmt(new)}")
     lpips = load_lpips()
     if lpips is None:
         print("  LPIPS: skipped (no weights: see sim.lpips.load_lpips)")
         total = new
     else:
-        lp = _per_image(_median_s(lambda: lpips.distances([ref], images), args.repeat), n)
-        print(f"  LPIPS distances([ref], images): {_fmt(lp)}")
+        kept = lpips.unit_features([ref])  # the runner keeps a reference's features (once per image)
+        lp = _per_image(_median_s(lambda: lpips.distances_from(kept, images), args.repeat), n)
+        print(f"  LPIPS distances_from(reference features, images): {_fmt(lp)}")
         total = (new[0] + lp[0], new[1] + lp[1])
     print(f"  new path total (quality_batch{' + LPIPS' if lpips is not None else ''}): {_fmt(total)}")
     repair = _repair_s(ref, args.repeat)

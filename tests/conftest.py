@@ -25,6 +25,16 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def no_lpips():
+    """LPIPS unavailable for a module's tests (as on a machine without its weights): no network,
+    no AlexNet; a run's workers are told not to score it. Modules use it with
+    ``pytestmark = pytest.mark.usefixtures("no_lpips")``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("sim.lpips.load_lpips", lambda cache_dir=None: None)
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_sd_vae():
     """A seeded random :class:`diffusers.AutoencoderKL`: 32/64 channels, stride 2, 4 latent channels."""

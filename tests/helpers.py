@@ -94,3 +94,31 @@ class FakeLPIPS:
 
     def distances(self, refs, images):
         return self.distances_from(self.unit_features(refs), images)
+
+
+def write_tiny_scenario(folder, name: str = "tiny", weights=None, **changes):
+    """A scenario YAML in ``folder`` on a tiny random codec (saved there unless ``weights`` names
+    one): 2 images of 32 × 32, tile packets, a bernoulli channel swept over 0 and 0.3 loss,
+    resend / interp complement / none, one repeat; ``changes`` replace top-level sections."""
+    import yaml
+
+    from sim.codec.tiny import save_tiny
+
+    if weights is None:
+        weights = folder / f"{name}_codec.safetensors"
+        save_tiny(random_tiny_autoencoder(), weights, {"note": "random, for tests"})
+    data = {
+        "name": name, "seed": 5,
+        "images": {"names": ["astronaut", "coffee"], "size": 32},
+        "codec": {"weights": str(weights)},
+        "packetizer": {"tile": 1},
+        "link": {"rate_bps": 1.0e6, "delay_s": 0.01},
+        "channel": {"kind": "bernoulli"},
+        "policies": ["resend", {"kind": "complement", "method": "interp"}, "none"],
+        "sweep": {"channel.loss": [0.0, 0.3]},
+        "repeats": 1,
+        **changes,
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
-from channels import (AWGN, BSC, CHANNELS, Bernoulli, Channel, ChannelState, GilbertElliott,
-                      Link, Trace, as_config, make_channel, make_link)
+from channels import (CHANNELS, Bernoulli, Channel, ChannelState, GilbertElliott,
+                      as_config, make_channel, make_link)
 from channels.bsc import bpsk_ber
 from sim.errors import ConfigError
 

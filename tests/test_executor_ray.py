@@ -23,40 +23,18 @@ from sim.runner import run_scenario
 from sim.scenario import load_scenario
 from sim.units import plan_units
 
-from helpers import random_tiny_autoencoder
+from helpers import write_tiny_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_lpips():
-    """LPIPS unavailable (no network, no AlexNet): the parent tells the actors not to score it."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("sim.lpips.load_lpips", lambda cache_dir=None: None)
-        yield
+pytestmark = pytest.mark.usefixtures("no_lpips")
 
 
 @pytest.fixture(scope="module")
 def scenario_file(tmp_path_factory) -> Path:
     """2 sweep points × 2 images (32 × 32) × 3 policies on a tiny random codec: 4 units."""
-    from sim.codec.tiny import save_tiny
-
-    folder = tmp_path_factory.mktemp("ray-scenario")
-    save_tiny(random_tiny_autoencoder(), folder / "codec.safetensors", {"note": "random, for tests"})
-    data = {
-        "name": "tiny", "seed": 5,
-        "images": {"names": ["astronaut", "coffee"], "size": 32},
-        "codec": {"weights": str(folder / "codec.safetensors")},
-        "packetizer": {"tile": 1},
-        "link": {"rate_bps": 1.0e6, "delay_s": 0.01},
-        "channel": {"kind": "bernoulli"},
-        "policies": ["resend", {"kind": "complement", "method": "interp"}, "none"],
-        "sweep": {"channel.loss": [0.0, 0.3]},
-        "repeats": 1,
-    }
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_tiny_scenario(tmp_path_factory.mktemp("ray-scenario"))
 
 
 def records_without_wall(path: Path) -> set[str]:

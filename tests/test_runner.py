@@ -21,15 +21,10 @@ from sim.runner import run_scenario
 from sim.units import transmission_rng
 from sim.scenario import load_scenario
 
-from helpers import FakeLPIPS, random_tiny_autoencoder
+from helpers import FakeLPIPS, random_tiny_autoencoder, write_tiny_scenario
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_lpips():
-    """LPIPS unavailable (as on a machine without its weights): no network, no AlexNet."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("sim.lpips.load_lpips", lambda cache_dir=None: None)
-        yield
+pytestmark = pytest.mark.usefixtures("no_lpips")
 
 
 @pytest.fixture(scope="module")
@@ -44,20 +39,7 @@ def weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def scenario_file(tmp_path_factory, weights) -> Path:
-    data = {
-        "name": "tiny", "seed": 5,
-        "images": {"names": ["astronaut", "coffee"], "size": 32},
-        "codec": {"weights": str(weights)},
-        "packetizer": {"tile": 1},
-        "link": {"rate_bps": 1.0e6, "delay_s": 0.01},
-        "channel": {"kind": "bernoulli"},
-        "policies": ["resend", {"kind": "complement", "method": "interp"}, "none"],
-        "sweep": {"channel.loss": [0.0, 0.3]},
-        "repeats": 1,
-    }
-    path = tmp_path_factory.mktemp("scenario") / "tiny.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_tiny_scenario(tmp_path_factory.mktemp("scenario"), weights=weights)
 
 
 @pytest.fixture(scope="module")

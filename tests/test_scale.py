@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from sim.errors import ConfigError, InputError
 from sim.merge import merge_runs
@@ -20,40 +19,19 @@ from sim.runner import run_scenario
 from sim.scenario import load_scenario
 from sim.units import canonical_value, parse_shard, point_id, shard_units, transmission_rng
 
-from helpers import random_tiny_autoencoder
+from helpers import write_tiny_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_lpips():
-    """LPIPS unavailable (no AlexNet): the parent tells its workers not to score it."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("sim.lpips.load_lpips", lambda cache_dir=None: None)
-        yield
+pytestmark = pytest.mark.usefixtures("no_lpips")
 
 
 @pytest.fixture(scope="module")
 def scenario_file(tmp_path_factory) -> Path:
-    from sim.codec.tiny import save_tiny
-
-    folder = tmp_path_factory.mktemp("scale")
-    weights = folder / "tiny_random.safetensors"
-    save_tiny(random_tiny_autoencoder(), weights, {"note": "random, for tests"})
-    data = {
-        "name": "scale", "seed": 5,
-        "images": {"names": ["astronaut", "coffee"], "size": 32},
-        "codec": {"weights": str(weights)},
-        "packetizer": {"tile": 1},
-        "link": {"rate_bps": 1.0e6, "delay_s": 0.01},
-        "channel": {"kind": "bernoulli"},
-        "policies": ["resend", {"kind": "complement", "method": "interp"}, "none"],
-        "sweep": {"channel.loss": [0.0, 0.1, 0.3]},
-        "repeats": 2,
-    }
-    path = folder / "scale.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    """3 loss rates × 2 repeats × 2 images: 12 units of 3 policies."""
+    return write_tiny_scenario(tmp_path_factory.mktemp("scale"), "scale", sweep={"channel.loss": [0.0, 0.1, 0.3]},
+                               repeats=2)
 
 
 @pytest.fixture(scope="module")
