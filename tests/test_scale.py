@@ -178,15 +178,18 @@ def _wait_for(cond, timeout=120.0):
 def test_kills_lose_nothing_and_resume_equals_one_run(scenario_file, tmp_path):
     """kill -9 of a worker (its units retried), then of the parent mid-run; then resume."""
     out, ref = tmp_path / "killed", tmp_path / "ref"
-    small = ["images.size=24"]  # below LPIPS's smallest size: the CLI and this process score alike
+    # 24 px: below LPIPS's smallest size, so the CLI and this process score alike; 240 units: seconds
+    small = ["images.size=24", "repeats=40"]
     run_scenario(load_scenario(scenario_file, overrides=small), ref, jobs=1)
-    args = ["run", str(scenario_file), "--out", str(out), "--jobs", "2", "--no-progress", "--set", small[0]]
+    args = ["run", str(scenario_file), "--out", str(out), "--jobs", "2", "--no-progress",
+            "--set", small[0], "--set", small[1]]
     proc = _cli(*args)
     assert _wait_for(lambda: len(_workers(proc.pid)) == 2 and (out / "results.jsonl").exists()
                      and (out / "results.jsonl").stat().st_size > 0)
     os.kill(_workers(proc.pid)[0], signal.SIGKILL)
     n = len(read_records(out / "results.jsonl"))
     assert _wait_for(lambda: len(read_records(out / "results.jsonl")) > n + 3)
+    assert proc.poll() is None, "the run ended before the kill: make it longer"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     recs = read_records(out / "results.jsonl", repair=True)
@@ -196,6 +199,7 @@ def test_kills_lose_nothing_and_resume_equals_one_run(scenario_file, tmp_path):
     done = subprocess.run([sys.executable, "-m", "sim", *args], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     final = read_records(out / "results.jsonl")
+    assert len(final) > len(recs) and len(recs) < 720  # the resumed run had work left
     assert {json.dumps(r["key"]) for r in recs if "error" not in r} <= {json.dumps(r["key"]) for r in final}
     assert record_set(out) == record_set(ref)
     assert (out / "summary.csv").read_bytes() == (ref / "summary.csv").read_bytes()
